@@ -1,0 +1,160 @@
+"""The live model: upstream TractSeg's UNet_Pytorch_DeepSup (n_filt 64) as an Equinox module.
+
+Parameters are kept in PyTorch's layouts (Conv2d OIHW, ConvTranspose2d IOHW) under upstream's state_dict names,
+so converting weights is a rename-free copy. Every op is chosen to trace cleanly through jax.export, jax2tf and
+jax2onnx on a fixed-shape 4D batch: NCHW convolutions, max-pool as reshape + max, the k2/s2 transposed
+convolution as one contraction, and the x2 bilinear upsampling (align_corners=False) written out by hand.
+"""
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+N_FILT = 64
+N_INPUT_CHANNELS = 9
+LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU default
+NORM_EPS = 1e-7  # upstream's per-slice normalisation: (x - mean) / (std + 1e-7)
+
+
+class Conv(eqx.Module):
+    """nn.Conv2d with 'same' padding (3x3, padding 1, or 1x1): weight (O, I, k, k), bias (O,)."""
+
+    weight: jax.Array
+    bias: jax.Array
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        pad = self.weight.shape[-1] // 2
+        y = jax.lax.conv_general_dilated(
+            x, self.weight, window_strides=(1, 1), padding=((pad, pad), (pad, pad)),
+            dimension_numbers=("NCHW", "OIHW", "NCHW"), precision=jax.lax.Precision.HIGHEST)
+        return y + self.bias[None, :, None, None]
+
+
+class Deconv(eqx.Module):
+    """nn.ConvTranspose2d(kernel 2, stride 2): weight (I, O, 2, 2), bias (O,).
+
+    With stride == kernel the output blocks do not overlap: out[b, o, 2h+i, 2w+j] = sum_c x[b,c,h,w] W[c,o,i,j].
+    """
+
+    weight: jax.Array
+    bias: jax.Array
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, _, h, w = x.shape
+        o = self.weight.shape[1]
+        y = jnp.einsum("bchw,coij->bohiwj", x, self.weight, precision=jax.lax.Precision.HIGHEST)
+        return y.reshape(b, o, 2 * h, 2 * w) + self.bias[None, :, None, None]
+
+
+def leaky_relu(x: jax.Array) -> jax.Array:
+    return jnp.where(x >= 0, x, LEAKY_SLOPE * x)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+def _upsample_axis_x2(x: jax.Array, axis: int) -> jax.Array:
+    """Linear x2 upsampling along one axis, align_corners=False, edges clamped (torch's rule).
+
+    Output 2i samples source i - 1/4, output 2i+1 samples i + 1/4.
+    """
+    n = x.shape[axis]
+    first = jax.lax.slice_in_dim(x, 0, 1, axis=axis)
+    last = jax.lax.slice_in_dim(x, n - 1, n, axis=axis)
+    prev = jnp.concatenate([first, jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis)
+    nxt = jnp.concatenate([jax.lax.slice_in_dim(x, 1, n, axis=axis), last], axis=axis)
+    even = 0.75 * x + 0.25 * prev
+    odd = 0.75 * x + 0.25 * nxt
+    stacked = jnp.stack([even, odd], axis=axis + 1)
+    shape = list(x.shape)
+    shape[axis] = 2 * n
+    return stacked.reshape(shape)
+
+
+def upsample_bilinear_x2(x: jax.Array) -> jax.Array:
+    """nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False) on an NCHW batch."""
+    return _upsample_axis_x2(_upsample_axis_x2(x, 2), 3)
+
+
+# (name, kind, in_channels, out_channels) in upstream's order; kind "conv3" is Conv2d 3x3 + LeakyReLU (state_dict
+# key "<name>.0.*"), "deconv" is ConvTranspose2d 2/2 + LeakyReLU ("<name>.0.*"), "conv1" a bare 1x1 ("<name>.*").
+def layer_table(n_classes: int, n_filt: int = N_FILT) -> list[tuple[str, str, int, int]]:
+    f = n_filt
+    return [
+        ("contr_1_1", "conv3", N_INPUT_CHANNELS, f), ("contr_1_2", "conv3", f, f),
+        ("contr_2_1", "conv3", f, 2 * f), ("contr_2_2", "conv3", 2 * f, 2 * f),
+        ("contr_3_1", "conv3", 2 * f, 4 * f), ("contr_3_2", "conv3", 4 * f, 4 * f),
+        ("contr_4_1", "conv3", 4 * f, 8 * f), ("contr_4_2", "conv3", 8 * f, 8 * f),
+        ("encode_1", "conv3", 8 * f, 16 * f), ("encode_2", "conv3", 16 * f, 16 * f),
+        ("deconv_1", "deconv", 16 * f, 16 * f),
+        ("expand_1_1", "conv3", 8 * f + 16 * f, 8 * f), ("expand_1_2", "conv3", 8 * f, 8 * f),
+        ("deconv_2", "deconv", 8 * f, 8 * f),
+        ("expand_2_1", "conv3", 4 * f + 8 * f, 4 * f), ("expand_2_2", "conv3", 4 * f, 4 * f),
+        ("deconv_3", "deconv", 4 * f, 4 * f),
+        ("output_2", "conv1", 4 * f + 8 * f, n_classes),
+        ("expand_3_1", "conv3", 2 * f + 4 * f, 2 * f), ("expand_3_2", "conv3", 2 * f, 2 * f),
+        ("deconv_4", "deconv", 2 * f, 2 * f),
+        ("output_3", "conv1", 2 * f + 4 * f, n_classes),
+        ("expand_4_1", "conv3", f + 2 * f, f), ("expand_4_2", "conv3", f, f),
+        ("conv_5", "conv1", f, n_classes),
+    ]
+
+
+def state_dict_key(name: str, kind: str, param: str) -> str:
+    """Upstream's state_dict key of a layer parameter ('weight' or 'bias')."""
+    return f"{name}.{param}" if kind == "conv1" else f"{name}.0.{param}"
+
+
+def param_shape(kind: str, cin: int, cout: int, param: str) -> tuple[int, ...]:
+    if param == "bias":
+        return (cout,)
+    return {"conv3": (cout, cin, 3, 3), "conv1": (cout, cin, 1, 1), "deconv": (cin, cout, 2, 2)}[kind]
+
+
+class TractSeg(eqx.Module):
+    """UNet_Pytorch_DeepSup: (B, 9, H, W) float32 -> logits (B, C, H, W), H and W divisible by 16."""
+
+    layers: dict[str, Conv | Deconv]
+    n_classes: int = eqx.field(static=True)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        L = self.layers
+
+        def conv(name: str, h: jax.Array) -> jax.Array:
+            return leaky_relu(L[name](h))
+
+        c12 = conv("contr_1_2", conv("contr_1_1", x))
+        c22 = conv("contr_2_2", conv("contr_2_1", max_pool_2x2(c12)))
+        c32 = conv("contr_3_2", conv("contr_3_1", max_pool_2x2(c22)))
+        c42 = conv("contr_4_2", conv("contr_4_1", max_pool_2x2(c32)))
+        enc = conv("encode_2", conv("encode_1", max_pool_2x2(c42)))
+        concat1 = jnp.concatenate([conv("deconv_1", enc), c42], axis=1)
+        e12 = conv("expand_1_2", conv("expand_1_1", concat1))
+        concat2 = jnp.concatenate([conv("deconv_2", e12), c32], axis=1)
+        e22 = conv("expand_2_2", conv("expand_2_1", concat2))
+        out2_up = upsample_bilinear_x2(L["output_2"](concat2))
+        concat3 = jnp.concatenate([conv("deconv_3", e22), c22], axis=1)
+        e32 = conv("expand_3_2", conv("expand_3_1", concat3))
+        out3_up = upsample_bilinear_x2(out2_up + L["output_3"](concat3))
+        concat4 = jnp.concatenate([conv("deconv_4", e32), c12], axis=1)
+        e42 = conv("expand_4_2", conv("expand_4_1", concat4))
+        return out3_up + L["conv_5"](e42)
+
+
+def normalise_slices(x: jax.Array) -> jax.Array:
+    """Upstream's per-slice z-score over all 9*H*W values of each slice (ddof 0)."""
+    mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    std = jnp.sqrt(jnp.mean(jnp.square(x - mean), axis=(1, 2, 3), keepdims=True))
+    return (x - mean) / (std + NORM_EPS)
+
+
+def slice_probabilities(model: TractSeg, raw_slices: jax.Array) -> jax.Array:
+    """The exported function: raw slices (B, 9, S, S) -> normalise -> network -> sigmoid -> (B, C, S, S)."""
+    return jax.nn.sigmoid(model(normalise_slices(raw_slices)))
+
+
+def parameter_count(model: TractSeg) -> int:
+    return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array)))

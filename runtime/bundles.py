@@ -1,0 +1,81 @@
+"""The one registry of tasks, tract definitions and bundle names (upstream's get_bundle_names without "BG").
+
+Dependency-free: the runtime needs it, export/ imports it from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TRACTQUERIER_BUNDLES: tuple[str, ...] = (
+    "AF_left", "AF_right", "ATR_left", "ATR_right", "CA", "CC_1", "CC_2", "CC_3", "CC_4", "CC_5", "CC_6",
+    "CC_7", "CG_left", "CG_right", "CST_left", "CST_right", "MLF_left", "MLF_right", "FPT_left",
+    "FPT_right", "FX_left", "FX_right", "ICP_left", "ICP_right", "IFO_left", "IFO_right", "ILF_left",
+    "ILF_right", "MCP", "OR_left", "OR_right", "POPT_left", "POPT_right", "SCP_left", "SCP_right",
+    "SLF_I_left", "SLF_I_right", "SLF_II_left", "SLF_II_right", "SLF_III_left", "SLF_III_right",
+    "STR_left", "STR_right", "UF_left", "UF_right", "CC", "T_PREF_left", "T_PREF_right", "T_PREM_left",
+    "T_PREM_right", "T_PREC_left", "T_PREC_right", "T_POSTC_left", "T_POSTC_right", "T_PAR_left",
+    "T_PAR_right", "T_OCC_left", "T_OCC_right", "ST_FO_left", "ST_FO_right", "ST_PREF_left",
+    "ST_PREF_right", "ST_PREM_left", "ST_PREM_right", "ST_PREC_left", "ST_PREC_right", "ST_POSTC_left",
+    "ST_POSTC_right", "ST_PAR_left", "ST_PAR_right", "ST_OCC_left", "ST_OCC_right",
+)
+
+# Upstream's "All_endpoints": every TractQuerier+ bundle, beginning then end, in the same order.
+ENDINGS_BUNDLES: tuple[str, ...] = tuple(f"{b}_{end}" for b in TRACTQUERIER_BUNDLES for end in ("b", "e"))
+
+XTRACT_BUNDLES: tuple[str, ...] = (
+    "ac", "af_l", "af_r", "ar_l", "ar_r", "atr_l", "atr_r", "cbd_l", "cbd_r", "cbp_l", "cbp_r",
+    "cbt_l", "cbt_r", "cst_l", "cst_r", "fa_l", "fa_r", "fma", "fmi", "fx_l", "fx_r", "ifo_l",
+    "ifo_r", "ilf_l", "ilf_r", "mcp", "mdlf_l", "mdlf_r", "or_l", "or_r", "slf1_l", "slf1_r",
+    "slf2_l", "slf2_r", "slf3_l", "slf3_r", "str_l", "str_r", "uf_l", "uf_r", "vof_l", "vof_r",
+)
+
+TASKS = ("tract_segmentation", "endings_segmentation")
+TRACT_DEFINITIONS = ("TractQuerier+", "xtract")
+
+
+@dataclass(frozen=True)
+class Model:
+    """One upstream pretrained model: what it segments and where its weights live."""
+
+    task: str
+    tract_definition: str
+    bundles: tuple[str, ...]
+    zenodo_record: int
+    zenodo_file: str
+    local_name: str
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.bundles)
+
+    @property
+    def name(self) -> str:
+        return self.task if self.tract_definition == "TractQuerier+" else f"{self.task}_xtract"
+
+
+MODELS: tuple[Model, ...] = (
+    Model("tract_segmentation", "TractQuerier+", TRACTQUERIER_BUNDLES, 3518348, "best_weights_ep220.npz",
+          "pretrained_weights_tract_segmentation_v3.npz"),
+    Model("endings_segmentation", "TractQuerier+", ENDINGS_BUNDLES, 3518331, "best_weights_ep143.npz",
+          "pretrained_weights_endings_segmentation_v4.npz"),
+    Model("tract_segmentation", "xtract", XTRACT_BUNDLES, 3634539, "best_weights_ep266.npz",
+          "pretrained_weights_tract_segmentation_xtract_v1.npz"),
+)
+
+
+def model_for(task: str, tract_definition: str = "TractQuerier+") -> Model:
+    """The upstream model for a task and tract definition, or a ValueError naming what is supported."""
+    for m in MODELS:
+        if m.task == task and m.tract_definition == tract_definition:
+            return m
+    supported = ", ".join(f"{m.task}/{m.tract_definition}" for m in MODELS)
+    raise ValueError(f"no upstream model for task {task!r} with tract definition {tract_definition!r} "
+                     f"(supported: {supported})")
+
+
+def model_for_classes(n_classes: int) -> Model:
+    """The upstream model whose output count is n_classes (72, 144 or 42)."""
+    for m in MODELS:
+        if m.n_classes == n_classes:
+            return m
+    raise ValueError(f"no upstream model has {n_classes} classes (known: 72, 144, 42)")
