@@ -5,8 +5,10 @@ Imported only by tests and benchmarks; every user skips cleanly when torch or tr
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
+import pytest
 
 SQRT6 = 6.0 ** 0.5
 
@@ -47,3 +49,12 @@ def upstream_probabilities(net, raw_slices: np.ndarray) -> np.ndarray:
     std = x.std(axis=(1, 2, 3), keepdims=True) + 1e-7
     with torch.no_grad():
         return torch.sigmoid(net(torch.from_numpy(((x - mean) / std).astype(np.float32)))).numpy()
+
+
+def upstream_modules() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """(data_utils, img_utils, dataset_specific_utils) from tractseg, skipping the test when unavailable."""
+    for needed in ("tractseg", "psutil", "joblib", "dipy"):
+        pytest.importorskip(needed)
+    from tractseg.data import dataset_specific_utils
+    from tractseg.libs import data_utils, img_utils
+    return data_utils, img_utils, dataset_specific_utils

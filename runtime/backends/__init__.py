@@ -1,0 +1,97 @@
+"""Inference backends: each runs one artifact of a bundle on a fixed batch (B, 9, S, S) -> (B, C, S, S).
+
+Every backend is an optional dependency, imported only when chosen. None falls back silently to another
+device: asking for cuda and getting cpu is an error.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Protocol
+
+import numpy as np
+
+from runtime.manifest import ArtifactError, Manifest
+
+# name -> (module with the backend, python package that must be installed, pip extra)
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "onnxruntime": ("runtime.backends.onnxruntime_backend", "onnxruntime", "onnxruntime"),
+    "openvino": ("runtime.backends.openvino_backend", "openvino", "openvino"),
+    "iree": ("runtime.backends.iree_backend", "iree.runtime", "iree"),
+    "tensorflow": ("runtime.backends.tensorflow_backend", "tensorflow", "tensorflow"),
+}
+# `--backend auto`: the fastest installed backend for the device, measured on this project's benchmark
+# (benchmarks/README.md). OpenVINO has no CUDA device.
+AUTO_ORDER = {
+    "cpu": ("openvino", "onnxruntime", "iree", "tensorflow"),
+    "cuda": ("onnxruntime", "iree", "tensorflow"),
+}
+
+
+class BackendError(RuntimeError):
+    """A backend that is missing, cannot use the requested device, or fails to load. One-line message."""
+
+
+class Backend(Protocol):
+    name: str
+    device: str  # the device really in use (cpu / cuda), checked, not assumed
+    version: str
+    detail: str  # e.g. the execution provider or driver really in use
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def is_installed(name: str) -> bool:
+    package = BACKENDS[name][1]
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def installed_backends() -> list[str]:
+    return [name for name in BACKENDS if is_installed(name)]
+
+
+def choose(backend: str, device: str, manifest: Manifest) -> tuple[str, str]:
+    """Resolve 'auto' for backend and device to a concrete (backend, device) with an artifact in the bundle."""
+    devices = ["cuda", "cpu"] if device == "auto" else [device]
+    for dev in devices:
+        if dev == "cuda" and device == "auto" and not cuda_available():
+            continue
+        names = AUTO_ORDER[dev] if backend == "auto" else (backend,)
+        for name in names:
+            if backend == "auto" and not is_installed(name):
+                continue
+            if manifest.find(name, dev) is not None:
+                return name, dev
+    if backend != "auto" and not is_installed(backend):
+        raise BackendError(f"backend {backend!r} is not installed: pip install 'tractseg-aot[{BACKENDS[backend][2]}]'")
+    raise BackendError(f"no artifact in {manifest.root} for backend {backend!r} on device {device!r} "
+                       f"(installed backends: {', '.join(installed_backends()) or 'none'})")
+
+
+def cuda_available() -> bool:
+    """Whether an NVIDIA GPU is visible (driver present), without importing any framework."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except OSError:
+        return False
+
+
+def open_backend(name: str, device: str, manifest: Manifest, nr_cpus: int | None = None) -> Backend:
+    """Verify the artifact's checksums, then load it on the named backend and device."""
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+    if not is_installed(name):
+        raise BackendError(f"backend {name!r} is not installed: pip install 'tractseg-aot[{BACKENDS[name][2]}]'")
+    artifact = manifest.find(name, device)
+    if artifact is None:
+        raise ArtifactError(f"{manifest.root}: no artifact for backend {name!r} on {device}")
+    path = manifest.verified_path(artifact)
+    module = importlib.import_module(BACKENDS[name][0])
+    return module.load(path, artifact, device, nr_cpus)

@@ -1,0 +1,41 @@
+"""ONNX Runtime on the bundle's ONNX file: CPUExecutionProvider or CUDAExecutionProvider, checked in use."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from runtime.backends import BackendError
+from runtime.manifest import INPUT_NAME, Artifact
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, device: str, nr_cpus: int | None):
+        import onnxruntime as ort
+
+        self.version = ort.__version__
+        options = ort.SessionOptions()
+        if nr_cpus:
+            options.intra_op_num_threads = nr_cpus
+            options.inter_op_num_threads = 1
+        provider = PROVIDERS[device]
+        if provider not in ort.get_available_providers():
+            raise BackendError(f"onnxruntime {ort.__version__} has no {provider} "
+                               f"(available: {', '.join(ort.get_available_providers())})")
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=[provider])
+        in_use = self.session.get_providers()
+        if in_use[0] != provider:  # ORT falls back to CPU silently when CUDA fails to load: refuse
+            raise BackendError(f"onnxruntime did not enable {provider} for {path} (providers in use: {in_use})")
+        self.device = device
+        self.detail = provider
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {INPUT_NAME: batch})[0]
+
+
+def load(path: Path, artifact: Artifact, device: str, nr_cpus: int | None) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(path, device, nr_cpus)

@@ -1,0 +1,184 @@
+"""Reading the peak image and writing outputs in upstream TractSeg's layout.
+
+Mirrors (TractSeg 2.10): the input handling of ``bin/TractSeg`` (``nib.load`` + ``get_fdata``, the 4D/9 check,
+``np.nan_to_num`` in ``python_api.run_tractseg``) and its savers ``img_utils.save_multilabel_img_as_multiple_files``
+/ ``save_multilabel_img_as_multiple_files_endings`` and the ``--single_output_file`` branch.
+
+Upstream output layout (``outdir`` defaults to ``<input dir>/tractseg_output``):
+
+* tract_segmentation, per bundle (default): ``<outdir>/bundle_segmentations/<bundle>.nii.gz``
+* tract_segmentation, ``--single_output_file``: ``<outdir>/bundle_segmentations.nii.gz`` (4D, bundle order)
+* endings_segmentation, per region: ``<outdir>/endings_segmentations/<bundle>_b.nii.gz`` and ``..._e.nii.gz``
+* endings_segmentation, ``--single_output_file``: ``<outdir>/bundle_endings.nii.gz`` (4D)
+
+The per-bundle folder for tract_segmentation is ``--tract_segmentation_output_dir`` (default
+"bundle_segmentations"); the single-file name ignores that option. ``--get_probabilities`` does not change names.
+Each file is ``nib.Nifti1Image(data, affine)`` with a fresh header (sform code 2, qform code 0) and the dtype of the
+array upstream holds at that point (see :func:`output_dtype`).
+
+Input decisions (upstream only checks "4D with last dim 9" and then prints and exits with status 0):
+every problem raises :class:`InputError` with one line "<file>: <what is wrong>". Accepted: NIfTI-1/-2 single files
+and pairs. Refused beyond upstream: other formats nibabel could read (MGH, MINC, ...), a non-finite affine, an
+all-zero volume (upstream crashes in crop_to_nonzero), and +/-inf values (upstream turns them into 1.8e308, then
+inf in float32, and silently writes empty or garbage masks). Integer storage is accepted like upstream (its values
+are read as floats); when it is unscaled a ``UserWarning`` says peaks are usually float.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+
+PEAK_CHANNELS = 9
+DEFAULT_OUTPUT_DIRNAME = "tractseg_output"
+OUTPUT_TYPES = ("tract_segmentation", "endings_segmentation")
+
+
+class InputError(ValueError):
+    """The input peak image cannot be used; the message is one line naming the file."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def load_peaks(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Load an MRtrix-style peak image as ``(data float32 (X, Y, Z, 9), affine float64 (4, 4))``, NaN set to 0.
+
+    Values equal upstream's ``get_fdata()`` (float64) cast to float32: unscaled float32 files are read as float32
+    directly, anything else through float64 to keep the same rounding. Raises :class:`InputError` for every
+    problem (see the module docstring).
+    """
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"{file}: no such file")
+    if not file.is_file():
+        raise InputError(f"{file}: not a regular file")
+    if file.stat().st_size == 0:
+        raise InputError(f"{file}: empty file (0 bytes)")
+    try:
+        image = nib.load(file)
+    except ImageFileError as error:
+        raise InputError(f"{file}: not a NIfTI image ({_one_line(error)})") from error
+    except Exception as error:  # nibabel raises many kinds for broken headers
+        raise InputError(f"{file}: cannot read the header ({_one_line(error)})") from error
+    if not isinstance(image, (nib.Nifti1Pair, nib.Nifti2Pair)):
+        raise InputError(f"{file}: is a {type(image).__name__}, not a NIfTI image")
+
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) != 4 or shape[3] != PEAK_CHANNELS:
+        raise InputError(f"{file}: expected a 4D peak image of shape (X, Y, Z, {PEAK_CHANNELS}), "
+                         f"got {len(shape)}D shape {shape}")
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise InputError(f"{file}: the affine (sform/qform) is not finite: {affine.tolist()}")
+
+    stored_dtype = np.dtype(image.get_data_dtype())
+    slope = float(getattr(image.dataobj, "slope", 1.0))
+    inter = float(getattr(image.dataobj, "inter", 0.0))
+    unscaled = slope == 1.0 and inter == 0.0
+    if stored_dtype.kind in "iu" and unscaled:
+        warnings.warn(f"{file}: peak values are stored as unscaled integers ({stored_dtype}); "
+                      "peak images are normally float", UserWarning, stacklevel=2)
+    try:
+        if stored_dtype == np.float32 and unscaled:
+            data = np.asarray(image.get_fdata(dtype=np.float32, caching="unchanged"))
+        else:
+            with np.errstate(over="ignore"):  # beyond float32 range -> inf, refused below
+                data = np.asarray(image.get_fdata(caching="unchanged")).astype(np.float32)
+    except MemoryError:
+        raise
+    except Exception as error:  # truncated gzip (EOFError, zlib.error), short file (ValueError, OSError)
+        raise InputError(f"{file}: cannot read the data, file truncated or corrupt ({_one_line(error)})") from error
+    if not data.flags.writeable:
+        data = data.copy()
+
+    np.nan_to_num(data, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{file}: contains infinite values (or values beyond float32 range)")
+    if not np.any(data):
+        raise InputError(f"{file}: all voxels are zero (after NaN -> 0), nothing to segment")
+    return data, affine
+
+
+def output_paths(output_type: str, bundles: Sequence[str], single_output_file: bool, get_probabilities: bool,
+                 outdir: str | os.PathLike[str],
+                 tract_segmentation_dir: str = "bundle_segmentations") -> list[Path]:
+    """Every file upstream's CLI writes for these options, in write order (bundle order).
+
+    ``bundles`` are the output channel names: for endings_segmentation the ``<bundle>_b`` / ``<bundle>_e``
+    names. ``get_probabilities`` is accepted for the CLI's convenience; upstream uses the same names for it.
+    """
+    del get_probabilities  # same file names with or without probabilities
+    root = Path(outdir)
+    if output_type == "tract_segmentation":
+        if single_output_file:
+            return [root / "bundle_segmentations.nii.gz"]
+        return [root / tract_segmentation_dir / f"{bundle}.nii.gz" for bundle in bundles]
+    if output_type == "endings_segmentation":
+        if single_output_file:
+            return [root / "bundle_endings.nii.gz"]
+        return [root / "endings_segmentations" / f"{bundle}.nii.gz" for bundle in bundles]
+    raise ValueError(f"unsupported output_type {output_type!r}; expected one of {OUTPUT_TYPES}")
+
+
+def output_dtype(output_type: str, get_probabilities: bool, postprocess: bool = True,
+                 all_masks_empty: bool = False) -> np.dtype:
+    """The dtype upstream's CLI writes (same for per-bundle files and the single 4D file).
+
+    * ``--get_probabilities``: float32 (mean of float32 probabilities).
+    * endings_segmentation: int16 (``mean_fusion``).
+    * tract_segmentation with blob removal (CLI default): int32, because ``remove_small_blobs`` returns the label
+      array -- except when *every* bundle mask is empty: then each bundle is returned unchanged as uint8 and the
+      stacked result stays uint8 (``all_masks_empty=True``).
+    * tract_segmentation with ``--no_postprocess``: uint8 (``bundle_specific_postprocessing``).
+    """
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"unsupported output_type {output_type!r}; expected one of {OUTPUT_TYPES}")
+    if get_probabilities:
+        return np.dtype(np.float32)
+    if output_type == "endings_segmentation":
+        return np.dtype(np.int16)
+    if postprocess and not all_masks_empty:
+        return np.dtype(np.int32)
+    return np.dtype(np.uint8)
+
+
+def default_output_dir(input_path: str | os.PathLike[str]) -> Path:
+    """Upstream's default ``-o``: ``<directory of the input>/tractseg_output``."""
+    return Path(input_path).parent / DEFAULT_OUTPUT_DIRNAME
+
+
+def write_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike[str],
+                       dtype: np.dtype | type | None = None) -> Path:
+    """Write ``nib.Nifti1Image(array, affine)`` to ``path`` atomically; creates the parent folder.
+
+    ``dtype`` sets the on-disk type (``set_data_dtype``), so a uint8 mask can be written as upstream's int32
+    without holding an int32 copy: nibabel casts block by block while writing. The image goes to a hidden
+    temporary name in the same folder (same extension, so the same format and compression), is fsynced, and is
+    then moved over ``path`` with ``os.replace``; on any failure the temporary file is removed and an existing
+    ``path`` is left as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
+    if dtype is not None:
+        image.set_data_dtype(np.dtype(dtype))
+    temporary = target.parent / f".tmp-{secrets.token_hex(6)}-{target.name}"
+    try:
+        nib.save(image, temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return target
