@@ -1,8 +1,9 @@
-"""jax.export serialisation and the StableHLO bytecode on its own, per platform.
+"""jax.export serialisation and the StableHLO bytecode on its own.
 
-The .jaxexport file (platforms cpu and cuda in one) needs JAX to load; the .mlirbc files are plain StableHLO
-portable-artifact bytecode, one single-platform module each (a multi-platform module would take an extra
-platform-index argument), the input of the IREE compiler.
+The .jaxexport file (platforms cpu and cuda in one) needs JAX to load. The .mlirbc files are plain StableHLO
+portable-artifact bytecode of single-platform modules (a multi-platform module takes an extra platform-index
+argument), the input of the IREE compiler. When the per-platform modules are byte-identical (they are for this
+network) one file serves all platforms.
 """
 from __future__ import annotations
 
@@ -14,20 +15,21 @@ import jax
 JAX_EXPORT_FILE = "model.jaxexport"
 
 
-def stablehlo_file(platform: str) -> str:
-    return f"model.{platform}.mlirbc"
-
-
-def export_jax(fn: Callable, spec: jax.ShapeDtypeStruct, out_dir: Path, platforms: tuple[str, ...]) -> list[str]:
-    """Write model.jaxexport (all platforms) and model.<platform>.mlirbc; returns the file names written."""
+def export_jax(fn: Callable, spec: jax.ShapeDtypeStruct, out_dir: Path,
+               platforms: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Write model.jaxexport and the StableHLO bytecode; returns {mlirbc file: platforms it serves}."""
     exported = jax.export.export(fn, platforms=platforms)(spec)
     (out_dir / JAX_EXPORT_FILE).write_bytes(exported.serialize())
-    written = [JAX_EXPORT_FILE]
+    modules: dict[bytes, list[str]] = {}
     for platform in platforms:
-        single = jax.export.export(fn, platforms=(platform,))(spec)
-        (out_dir / stablehlo_file(platform)).write_bytes(single.mlir_module_serialized)
-        written.append(stablehlo_file(platform))
-    return written
+        module = jax.export.export(fn, platforms=(platform,))(spec).mlir_module_serialized
+        modules.setdefault(module, []).append(platform)
+    files = {}
+    for module, served in modules.items():
+        name = "model.mlirbc" if len(modules) == 1 else f"model.{served[0]}.mlirbc"
+        (out_dir / name).write_bytes(module)
+        files[name] = tuple(served)
+    return files
 
 
 def module_name(fn: Callable) -> str:

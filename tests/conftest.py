@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from export.sample_inputs import EXAMPLE_PEAKS
+
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE_PEAKS = REPO.parent / "shared" / "data" / "tractseg_example_peaks_2.5mm.nii.gz"
 
 
 @pytest.fixture(scope="session")

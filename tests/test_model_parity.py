@@ -13,7 +13,7 @@ import pytest
 
 from export.model import parameter_count, slice_probabilities
 from export.weights import load_upstream
-from tests.slices import example_slices, synthetic_slices
+from export.sample_inputs import example_slices, synthetic_slices
 from tests.upstream import save_upstream_checkpoint, upstream_network, upstream_probabilities
 
 pytest.importorskip("torch")

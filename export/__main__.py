@@ -1,0 +1,88 @@
+"""python -m export: build a deployable bundle (StableHLO/IREE, SavedModel, ONNX + manifest) from TractSeg weights.
+
+  python -m export --task tract_segmentation (--weights PATH | --download | --random-weights SEED) --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from export.bundle import FORMATS, PLATFORMS, ExportRequest
+from runtime.bundles import TASKS, TRACT_DEFINITIONS, model_for
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.strip().splitlines()[0])
+    p.add_argument("--task", choices=TASKS, default="tract_segmentation")
+    p.add_argument("--tract_definition", choices=TRACT_DEFINITIONS, default="TractQuerier+")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", type=Path, help="upstream checkpoint (.npz torch pickle) or converted "
+                                                     ".safetensors")
+    source.add_argument("--download", action="store_true", help="fetch upstream's weights from Zenodo")
+    source.add_argument("--random-weights", type=int, metavar="SEED",
+                        help="seeded random weights: a DEMO, not anatomical")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--formats", default=",".join(FORMATS), help=f"comma list of {FORMATS}")
+    p.add_argument("--platforms", default=",".join(PLATFORMS), help=f"comma list of {PLATFORMS}")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--slice-size", type=int, default=144, help="144 in production; small sizes for tests")
+    p.add_argument("--save-weights", type=Path, help="also write the weights as torch-free .safetensors")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    args = p.parse_args(argv)
+    args.formats = tuple(f for f in args.formats.split(",") if f)
+    args.platforms = tuple(f for f in args.platforms.split(",") if f)
+    for name, given, allowed in (("format", args.formats, FORMATS), ("platform", args.platforms, PLATFORMS)):
+        bad = [g for g in given if g not in allowed]
+        if bad or not given:
+            p.error(f"unknown {name} {bad} (choose from {', '.join(allowed)})")
+    return args
+
+
+def load_network(args: argparse.Namespace, n_classes: int) -> tuple[Any, dict[str, Any], dict]:
+    """The live model, its weights' provenance for the manifest, and its state_dict."""
+    from export import weights as w
+
+    if args.random_weights is not None:
+        state = w.random_state_dict(args.random_weights, n_classes)
+        info = {"source": f"random (seed {args.random_weights}, He-scaled)", "sha256": None, "demo": True,
+                "note": "demo weights, NOT anatomical: outputs are not tract segmentations"}
+    else:
+        path = args.weights
+        if args.download:
+            from export.download import download_weights
+
+            path = download_weights(model_for(args.task, args.tract_definition))
+        if path.suffix == ".safetensors":
+            state = w.load_weights_state_dict(path)
+        else:
+            state = w.read_upstream_state_dict(path)
+        info = {"source": str(path), "sha256": w.sha256_of(path), "demo": False}
+    return w.model_from_state_dict(state, info["source"]), info, state
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from export.bundle import build_bundle
+    from export.download import DownloadError
+    from export.verify import DriftError
+    from export.weights import WeightsError, save_weights
+
+    try:
+        model = model_for(args.task, args.tract_definition)
+        network, weights_info, state = load_network(args, model.n_classes)
+        if args.save_weights:
+            print(f"[export] weights saved to {args.save_weights} "
+                  f"(sha256 {save_weights(state, args.save_weights)})")
+        request = ExportRequest(model=model, out=args.out, formats=args.formats, platforms=args.platforms,
+                                batch_size=args.batch_size, slice_size=args.slice_size, force=args.force)
+        build_bundle(network, request, weights_info)
+    except (WeightsError, DownloadError, DriftError, ValueError, FileExistsError, OSError) as e:
+        print(f"export: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Build one bundle directory: trace the live model into every requested format, verify each, write the manifest.
+
+The bundle is built in `<out>.partial` and renamed into place only when every artifact passed, so a failed export
+never leaves a bundle that looks usable.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from export.iree_compile import compile_vmfb, vmfb_file
+from export.manifest_writer import write_manifest
+from export.model import TractSeg, slice_probabilities
+from export.onnx_model import ONNX_FILE, ONNX_OPSET, save_onnx
+from export.sample_inputs import check_batches
+from export.savedmodel import SAVEDMODEL_DIR, save_savedmodel
+from export.stablehlo import JAX_EXPORT_FILE, export_jax, module_name
+from export.verify import TOLERANCE, verify_artifact
+from runtime.bundles import Model
+from runtime.manifest import Artifact
+
+FORMATS = ("stablehlo", "iree", "savedmodel", "onnx")
+PLATFORMS = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    model: Model
+    out: Path
+    formats: tuple[str, ...] = FORMATS
+    platforms: tuple[str, ...] = PLATFORMS
+    batch_size: int = 4
+    slice_size: int = 144
+    force: bool = False
+    tolerance: float = TOLERANCE  # max abs probability difference of every artifact vs the live model, on CPU
+
+
+def traced_function(network: TractSeg) -> Callable[[jax.Array], jax.Array]:
+    def tractseg(slices: jax.Array) -> jax.Array:
+        return slice_probabilities(network, slices)
+
+    return jax.jit(tractseg)
+
+
+def build_bundle(network: TractSeg, request: ExportRequest, weights: dict[str, Any],
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Export, verify and write the bundle; returns a summary (times, sizes, drift)."""
+    if network.n_classes != request.model.n_classes:
+        raise ValueError(f"weights have {network.n_classes} classes but {request.model.name} needs "
+                         f"{request.model.n_classes}")
+    if request.slice_size % 16:
+        raise ValueError(f"slice size {request.slice_size} is not divisible by 16")
+    if request.out.exists() and not request.force:
+        raise FileExistsError(f"{request.out} exists (use --force to replace it)")
+    work = request.out.with_name(request.out.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.perf_counter()
+    fn = traced_function(network)
+    spec = jax.ShapeDtypeStruct((request.batch_size, 9, request.slice_size, request.slice_size), jnp.float32)
+    timings: dict[str, float] = {}
+
+    def step(name: str, action: Callable[[], list[Artifact]]) -> list[Artifact]:
+        log(f"[export] {name} ...")
+        t0 = time.perf_counter()
+        made = action()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        log(f"[export] {name} done in {timings[name]:.1f} s")
+        return made
+
+    batches = check_batches(request.batch_size, request.slice_size)
+    references: list[np.ndarray] = []
+    step("live model", lambda: references.extend(np.asarray(fn(b)) for b in batches) or [])
+    artifacts: list[Artifact] = []
+    if "stablehlo" in request.formats or "iree" in request.formats:
+        artifacts += step("stablehlo", lambda: stablehlo_artifacts(fn, spec, work, request.platforms))
+    if "iree" in request.formats:
+        artifacts += step("iree", lambda: iree_artifacts(fn, work, artifacts, request.platforms))
+    if "savedmodel" in request.formats:
+        artifacts += step("savedmodel", lambda: savedmodel_artifacts(network, spec, work, request.platforms))
+    if "onnx" in request.formats:
+        artifacts += step("onnx", lambda: onnx_artifacts(fn, spec, work, request.platforms))
+
+    verified = []
+    for artifact in artifacts:
+        if not artifact.backends or "cpu" not in artifact.platforms:
+            reason = ("source module, run through IREE" if not artifact.backends else
+                      "GPU artifact: run only where a GPU is present, not at export on a CPU machine")
+            verified.append(replace(artifact, drift={"not_run": {"reason": reason}}))
+            continue
+        verified += step(f"verify {artifact.id}", lambda a=artifact: [
+            replace(a, drift=verify_artifact(work, a, batches, references, request.tolerance))])
+        for backend, figures in verified[-1].drift.items():
+            if "max_abs" in figures:
+                log(f"[export]   {artifact.id} on {backend}: max abs {figures['max_abs']:.2e}, "
+                    f"mean abs {figures['mean_abs']:.2e}")
+    write_manifest(work, request.model, request.batch_size, request.slice_size, weights, verified)
+    if request.out.exists():
+        shutil.rmtree(request.out)
+    work.rename(request.out)
+    sizes = {a.id: sum((request.out / f).stat().st_size for f in a.files) for a in verified}
+    total = round(time.perf_counter() - started, 1)
+    for artifact_id, size in sizes.items():
+        log(f"[export] {artifact_id:<16} {size / 1e6:8.1f} MB")
+    log(f"[export] bundle {request.out} written in {total:.1f} s")
+    return {"out": str(request.out), "seconds": total, "step_seconds": timings, "sizes": sizes,
+            "drift": {a.id: a.drift for a in verified}}
+
+
+def stablehlo_artifacts(fn, spec, work: Path, platforms: tuple[str, ...]) -> list[Artifact]:
+    modules = export_jax(fn, spec, work, platforms)
+    made = [Artifact("jax-export", "jaxexport", JAX_EXPORT_FILE, platforms, ("jax",), (JAX_EXPORT_FILE,))]
+    for name, served in modules.items():
+        made.append(Artifact("stablehlo" if len(modules) == 1 else f"stablehlo-{served[0]}", "stablehlo", name,
+                             served, (), (name,), details={"module": module_name(fn), "function": "main"}))
+    return made
+
+
+def iree_artifacts(fn, work: Path, sources: list[Artifact], platforms: tuple[str, ...]) -> list[Artifact]:
+    made = []
+    for p in platforms:
+        source = next(a for a in sources if a.format == "stablehlo" and p in a.platforms)
+        flags = compile_vmfb(work / source.path, p, work / vmfb_file(p))
+        made.append(Artifact(f"iree-{p}", "vmfb", vmfb_file(p), (p,), ("iree",), (vmfb_file(p),),
+                             details={"module": module_name(fn), "function": "main", "compiler_flags": flags}))
+    return made
+
+
+def savedmodel_artifacts(network: TractSeg, spec, work: Path, platforms: tuple[str, ...]) -> list[Artifact]:
+    files = save_savedmodel(network, spec, work, platforms)
+    return [Artifact("savedmodel", "savedmodel", SAVEDMODEL_DIR, platforms, ("tensorflow",), tuple(files),
+                     details={"signature": "serving_default", "serialisation": "jax2tf native"})]
+
+
+def onnx_artifacts(fn, spec, work: Path, platforms: tuple[str, ...]) -> list[Artifact]:
+    files = save_onnx(fn, spec, work)
+    return [Artifact("onnx", "onnx", ONNX_FILE, platforms, ("onnxruntime", "openvino"), tuple(files),
+                     details={"opset": ONNX_OPSET, "exporter": "jax2onnx"})]
