@@ -63,6 +63,14 @@ def build_bundle(network: TractSeg, request: ExportRequest, weights: dict[str, A
     work = request.out.with_name(request.out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    try:
+        return _build(network, request, weights, work, log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # gone after the rename; removes a failed build's leftovers
+
+
+def _build(network: TractSeg, request: ExportRequest, weights: dict[str, Any], work: Path,
+           log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
     fn = traced_function(network)
     spec = jax.ShapeDtypeStruct((request.batch_size, 9, request.slice_size, request.slice_size), jnp.float32)
