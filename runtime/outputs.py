@@ -1,0 +1,100 @@
+"""From the fused cube-space probabilities to the written files, one bundle at a time.
+
+Per bundle (upstream ``run_tractseg`` after ``mean_fusion``, then ``bin/TractSeg``'s flip back and save):
+threshold in cube space (tract: :func:`tract_mask`, endings: :func:`endings_mask`, probabilities: none) -> zoom
+back, un-pad, un-crop (:func:`to_original_space`) -> remove small blobs (tract segmentation with post-processing)
+-> flip back to the input's axes -> write. Only one bundle volume in the input grid exists at a time: per-bundle
+files are written as they are made, and ``--single_output_file`` streams the volumes into one 4D file.
+
+The on-disk dtype is upstream's (:func:`output_dtype`). Upstream's blob removal returns int32 for every bundle
+that had a voxel and the uint8 input for an empty one, and the stacked result is int32 unless *every* bundle
+was empty; that is only known at the end, so in that one case the files are rewritten as uint8 zeros.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.geometry import BBox, Transform, flip, to_original_space
+from runtime.nifti_io import output_dtype, write_nifti_atomic
+from runtime.nifti_stream import write_nifti_volumes
+from runtime.postprocess import endings_mask, remove_small_blobs, tract_mask
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What to make of the fused probabilities and where it goes."""
+
+    output_type: str  # tract_segmentation | endings_segmentation
+    bundles: tuple[str, ...]  # output channel names, in the model's order
+    paths: tuple[Path, ...]  # one per bundle, or the one 4D file
+    single_file: bool
+    probabilities: bool  # --get_probabilities: float32, no threshold, no post-processing
+    postprocess: bool  # remove small blobs (tract_segmentation only; not --no_postprocess)
+    affine: np.ndarray  # the input's affine, written unchanged
+    flip_axes: tuple[int, ...]  # axes flipped to MNI signs; flipped back before writing
+    transform: Transform
+    bbox: BBox
+    shape: tuple[int, int, int]  # the input grid
+
+    @property
+    def removes_blobs(self) -> bool:
+        return self.output_type == "tract_segmentation" and self.postprocess and not self.probabilities
+
+    def dtype(self, all_masks_empty: bool = False) -> np.dtype:
+        return output_dtype(self.output_type, self.probabilities, self.postprocess and not self.probabilities,
+                            all_masks_empty=all_masks_empty)
+
+
+def bundle_volume(prob_cube: np.ndarray, name: str, spec: OutputSpec) -> tuple[np.ndarray, bool]:
+    """One bundle in the input's grid and axis order, and whether it had a voxel before blob removal."""
+    if spec.probabilities:
+        volume = prob_cube
+    elif spec.output_type == "tract_segmentation":
+        volume = tract_mask(prob_cube, name)
+    else:
+        volume = endings_mask(prob_cube)
+    volume = to_original_space(volume, spec.transform, spec.bbox, spec.shape)
+    had_voxels = bool(volume.any())
+    if spec.removes_blobs and had_voxels:
+        volume = remove_small_blobs(volume)
+    return flip(volume, spec.flip_axes), had_voxels
+
+
+def write_outputs(fused: np.ndarray, spec: OutputSpec,
+                  on_bundle: Callable[[int], None] | None = None) -> tuple[list[Path], np.dtype]:
+    """Write every output of ``fused`` (C, S, S, S); returns the files written and their on-disk dtype."""
+    if fused.shape[0] != len(spec.bundles):
+        raise ValueError(f"{fused.shape[0]} probability volumes for {len(spec.bundles)} bundles")
+    dtype = spec.dtype()
+    nonempty = 0
+
+    def volumes() -> Iterator[np.ndarray]:
+        nonlocal nonempty
+        for index, name in enumerate(spec.bundles):
+            volume, had_voxels = bundle_volume(fused[index], name, spec)
+            nonempty += had_voxels
+            yield volume
+            if on_bundle:
+                on_bundle(1)
+
+    if spec.single_file:
+        write_nifti_volumes(volumes(), (*spec.shape, len(spec.bundles)), dtype, spec.affine, spec.paths[0])
+    else:
+        for volume, path in zip(volumes(), spec.paths, strict=True):
+            write_nifti_atomic(volume, spec.affine, path, dtype=dtype)
+
+    empty_dtype = spec.dtype(all_masks_empty=True)
+    if nonempty == 0 and empty_dtype != dtype:  # upstream keeps uint8 when no bundle has a voxel
+        zeros = np.zeros(spec.shape, dtype=empty_dtype)
+        if spec.single_file:
+            write_nifti_volumes((zeros for _ in spec.bundles), (*spec.shape, len(spec.bundles)), empty_dtype,
+                                spec.affine, spec.paths[0])
+        else:
+            for path in spec.paths:
+                write_nifti_atomic(zeros, spec.affine, path)
+        dtype = empty_dtype
+    return list(spec.paths), dtype

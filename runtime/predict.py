@@ -1,0 +1,116 @@
+"""The network step: the 2D model over every x, y and z slice of the cube, fused by the mean of probabilities.
+
+Mirrors (TractSeg 2.10) ``direction_merger.get_seg_single_img_3_directions`` + ``mean_fusion``: for each of the
+directions x, y, z upstream predicts all S slices (``data_utils.sample_slices``: a slice is ``(9, a, b)`` with the
+two remaining cube axes in order), stores the probabilities as ``(S, S, S, C)`` float32, concatenates the three
+volumes on a new last axis and takes ``mean(axis=4)``. numpy reduces that length-3 axis as ``((x + y) + z)`` in
+float32 and then divides by 3 (checked bit for bit in tests/test_run_cli.py), so accumulating ``acc = x;
+acc += y; acc += z; acc /= 3`` in float32 gives the same bits while holding one volume instead of four.
+
+The accumulator is channel-first ``(C, S, S, S)`` so that each bundle's volume is contiguous for the
+post-processing that follows. Batches have the bundle's fixed size; a short last batch is padded with zeros and
+the padded outputs are dropped.
+
+Exact shortcut: a slice whose 9 x S x S values are all zero normalises to all zeros (``(0 - 0) / (0 + 1e-7)``), so
+every such slice gives the same network output. It is computed once (in a batch of zeros) and copied; the count
+of skipped slices is reported. The result is exact for a given backend, which computes each batch row
+independently of the others.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.backends import Backend
+
+Progress = Callable[[int], None]
+DIRECTIONS = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class SliceStats:
+    """How the 3 x S slices were computed."""
+
+    slices: int  # 3 * S
+    run: int  # slices that went through the network (non-zero content)
+    skipped: int  # all-zero slices, filled from the one shared zero-slice output
+    batches: int  # backend calls, the zero batch included
+
+    def as_dict(self) -> dict[str, int]:
+        return {"slices": self.slices, "run": self.run, "skipped": self.skipped, "batches": self.batches}
+
+
+def _index(indices: np.ndarray) -> slice | np.ndarray:
+    """A basic slice for a contiguous run of indices (a view, no copy), else the index array."""
+    if len(indices) and indices[-1] - indices[0] == len(indices) - 1:
+        return slice(int(indices[0]), int(indices[-1]) + 1)
+    return indices
+
+
+def _store(view: np.ndarray, where: slice | np.ndarray, values: np.ndarray, first: bool) -> None:
+    """view (C, S, a, b) with the slice axis at 1; values (C, n, a, b) or broadcastable."""
+    if first:
+        view[:, where] = values
+    else:
+        view[:, where] += values
+
+
+def _run(backend: Backend, batch: np.ndarray, n_classes: int) -> np.ndarray:
+    out = backend(batch)
+    expected = (batch.shape[0], n_classes, batch.shape[2], batch.shape[3])
+    if out.shape != expected or out.dtype != np.float32:
+        raise RuntimeError(f"backend {backend.name} returned {out.dtype}{tuple(out.shape)}, "
+                           f"expected float32{expected}")
+    return out
+
+
+def fused_probabilities(cube: np.ndarray, backend: Backend, batch_size: int, n_classes: int,
+                        progress: Progress | None = None) -> tuple[np.ndarray, SliceStats]:
+    """Mean over the x, y and z directions of the per-slice probabilities of ``cube`` (S, S, S, 9) float32.
+
+    Returns ``(fused (C, S, S, S) float32, stats)``; ``fused[c]`` is upstream's ``mean_fusion(...)[..., c]``.
+    ``progress(n)`` is called after every batch with the number of slices it completed.
+    """
+    if cube.ndim != 4 or cube.shape[3] != 9 or len(set(cube.shape[:3])) != 1 or cube.dtype != np.float32:
+        raise ValueError(f"expected a float32 cube (S, S, S, 9), got {cube.dtype}{cube.shape}")
+    size = cube.shape[0]
+    acc = np.empty((n_classes, size, size, size), dtype=np.float32)
+    batch = np.zeros((batch_size, 9, size, size), dtype=np.float32)
+    occupied = np.any(cube != 0, axis=3)  # (S, S, S): voxel has a nonzero channel
+    zero_output: np.ndarray | None = None
+    run = skipped = batches = 0
+
+    for axis, _ in enumerate(DIRECTIONS):
+        others = tuple(a for a in range(3) if a != axis)
+        nonzero = occupied.any(axis=others)
+        view = np.moveaxis(acc, axis + 1, 1)  # (C, S, a, b): slice index at 1, as upstream's transpose
+        first = axis == 0
+        empty = np.flatnonzero(~nonzero)
+        if len(empty):
+            if zero_output is None:
+                batch[:] = 0
+                zero_output = _run(backend, batch, n_classes)[0].copy()  # (C, S, S)
+                batches += 1
+            _store(view, _index(empty), zero_output[:, None], first)
+            skipped += len(empty)
+            if progress:
+                progress(len(empty))
+        todo = np.flatnonzero(nonzero)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            n = len(chunk)
+            where = _index(chunk)
+            # (n, a, b, 9) -> (n, 9, a, b): upstream's sample_slices layout for this direction
+            slices = np.moveaxis(cube[(slice(None),) * axis + (where,)], axis, 0)
+            np.copyto(batch[:n], slices.transpose(0, 3, 1, 2))
+            batch[n:] = 0
+            out = _run(backend, batch, n_classes)
+            _store(view, where, out[:n].transpose(1, 0, 2, 3), first)
+            run += n
+            batches += 1
+            if progress:
+                progress(n)
+    acc /= np.float32(3)
+    return acc, SliceStats(slices=3 * size, run=run, skipped=skipped, batches=batches)

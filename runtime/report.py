@@ -1,0 +1,88 @@
+"""--report FILE: a JSON record of one run (what ran, on what, from which verified files, how long it took)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from runtime.backends import Backend
+from runtime.manifest import Artifact, Manifest
+
+PACKAGES = ("tractseg-aot", "numpy", "scipy", "nibabel", "tqdm")
+
+
+class Timings:
+    """Wall time per stage, in seconds, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.stages: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(self.stages.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+    def as_dict(self) -> dict[str, float]:
+        return {**self.stages, "total": round(time.perf_counter() - self.started, 3)}
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
+
+
+def artifact_record(manifest: Manifest, artifact: Artifact) -> dict[str, Any]:
+    """The artifact and the checksums it was verified against when the backend opened it."""
+    return {
+        "bundle_dir": str(manifest.root.resolve()),
+        "bundle_id": manifest.bundle_id,
+        "artifact_id": artifact.id,
+        "format": artifact.format,
+        "files": {rel: manifest.raw["files"][rel]["sha256"] for rel in artifact.files},
+        "weights": manifest.raw["weights"],
+        "exported_at": manifest.raw["exported_at"],
+        "export_versions": manifest.raw["versions"],
+    }
+
+
+def backend_record(backend: Backend, batch_size: int, nr_cpus: int | None) -> dict[str, Any]:
+    return {"name": backend.name, "device": backend.device, "version": backend.version, "detail": backend.detail,
+            "batch_size": batch_size, "nr_cpus": nr_cpus}
+
+
+def write_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the JSON atomically (temporary name in the same folder, then rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.parent / f".tmp-{secrets.token_hex(6)}-{target.name}"
+    try:
+        temporary.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return target
