@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 # A bundle is rebuilt whenever anything that shapes it changes.
 EXPORT_INPUTS = sorted((REPO / "export").glob("*.py")) + [REPO / "runtime" / n for n in
                                                           ("manifest.py", "bundles.py", "checksum.py")]
+# Fast tests: S=16 (4 poolings down to 1x1) and a batch of 3, so a short last batch is padded; the network then
+# costs ~1 s per run and opening the backend (sha256 + load of the 148 MB weights) dominates.
+SMALL_SIZE, SMALL_BATCH = 16, 3
 LAS = np.array([[-2.5, 0, 0, 90.0], [0, 2.5, 0, -126.0], [0, 0, 2.5, -72.0], [0, 0, 0, 1]])
 
 
@@ -56,6 +59,11 @@ def build_bundle(cache: Path, task: str = "tract_segmentation", formats: tuple[s
         if stale != out and len(stale.name) == len(out.name):
             shutil.rmtree(stale, ignore_errors=True)
     return out
+
+
+def small_bundle(config: pytest.Config, task: str = "tract_segmentation", **options) -> Path:
+    """The fast tests' bundle for a task: S=16, batch 3, ONNX, demo weights (seed 0)."""
+    return build_bundle(bundle_cache(config), task, size=SMALL_SIZE, batch_size=SMALL_BATCH, **options)
 
 
 def synthetic_peaks(shape: tuple[int, int, int] = (22, 26, 19), seed: int = 0) -> np.ndarray:

@@ -21,8 +21,10 @@ from tests.run_support import build_bundle, bundle_cache, save_peaks, synthetic_
 
 @pytest.fixture(scope="session")
 def all_formats(request) -> Path:
-    """S=32 bundle with an artifact for every backend: ONNX (onnxruntime, openvino), SavedModel, IREE vmfb."""
-    return build_bundle(bundle_cache(request.config), "tract_segmentation", ("onnx", "savedmodel", "iree"), seed=1)
+    """S=16 bundle with an artifact for every backend: ONNX (onnxruntime, openvino), SavedModel, IREE vmfb.
+    The same build as test_export.py's (same options, so the cached bundle is shared)."""
+    return build_bundle(bundle_cache(request.config), "tract_segmentation", ("stablehlo", "iree", "savedmodel", "onnx"),
+                        size=16, batch_size=2, seed=0)
 
 
 @pytest.mark.parametrize("module", ["jax", "jaxlib", "equinox", "torch"])

@@ -1,4 +1,4 @@
-"""python -m runtime.run end to end on small real bundles (S=32, random demo weights) and real NIfTI files.
+"""python -m runtime.run end to end on small real bundles (S=16, random demo weights) and real NIfTI files.
 
 What is checked here, fast: the fusion against upstream's own slicing and mean code, the post-processing chain
 against upstream's functions, file layout / names / dtypes / headers as upstream writes them, orientation
@@ -26,19 +26,19 @@ from runtime.outputs import OutputSpec, write_outputs
 from runtime.postprocess import BUNDLE_SPECIFIC_RULES
 from runtime.predict import fused_probabilities
 from runtime.run import main
-from tests.run_support import (LAS, build_bundle, bundle_cache, files_under, flipped_input, read, save_peaks,
+from tests.run_support import (LAS, SMALL_SIZE, files_under, flipped_input, read, save_peaks, small_bundle,
                                synthetic_peaks)
 from tests.upstream import upstream_modules
 
 
 @pytest.fixture(scope="session")
-def tract32(request) -> str:
-    return str(build_bundle(bundle_cache(request.config), "tract_segmentation"))
+def tract_small(request) -> str:
+    return str(small_bundle(request.config))
 
 
 @pytest.fixture(scope="session")
-def endings32(request) -> str:
-    return str(build_bundle(bundle_cache(request.config), "endings_segmentation"))
+def endings_small(request) -> str:
+    return str(small_bundle(request.config, "endings_segmentation"))
 
 
 @pytest.fixture()
@@ -72,13 +72,13 @@ def test_numpy_mean_over_three_is_sequential_float32_sum():
     assert not np.array_equal(other_order, probs.mean(axis=4))  # the order matters, and we use upstream's
 
 
-def test_fused_probabilities_equal_upstream_slicing_and_mean(tract32):
+def test_fused_probabilities_equal_upstream_slicing_and_mean(tract_small):
     """Every slice through the real backend, sliced, transposed and fused by upstream's code, equals
     fused_probabilities (which runs batches, skips all-zero slices and accumulates in place)."""
     data_utils, _, _ = upstream_modules()
     from tractseg.libs import direction_merger
 
-    manifest = load_manifest(tract32)
+    manifest = load_manifest(tract_small)
     backend = open_backend("onnxruntime", "cpu", manifest)
     size, batch = manifest.slice_size, manifest.batch_size
     cube, _ = pad_and_zoom_to_cube(crop_to_nonzero(synthetic_peaks((30, 21, 17)))[0], size)
@@ -173,10 +173,10 @@ def test_streamed_4d_file_is_byte_identical_to_nibabel(tmp_path, dtype, on_disk)
 # ---------------------------------------------------------------- the CLI
 
 
-def test_tract_segmentation_files_as_upstream_writes_them(tract32, peaks, tmp_path, capsys):
+def test_tract_segmentation_files_as_upstream_writes_them(tract_small, peaks, tmp_path, capsys):
     _, _, dataset_specific_utils = upstream_modules()
     out = tmp_path / "out"
-    code, stdout, err = cli(capsys, peaks, "-o", out, "--artifacts", tract32, "--report", tmp_path / "r.json")
+    code, stdout, err = cli(capsys, peaks, "-o", out, "--artifacts", tract_small, "--report", tmp_path / "r.json")
     assert code == 0, err
     assert "demo weights, not anatomical" in err
     names = dataset_specific_utils.get_bundle_names("All")[1:]
@@ -197,30 +197,30 @@ def test_tract_segmentation_files_as_upstream_writes_them(tract32, peaks, tmp_pa
     assert not masks[outside].any()  # nothing outside the input's nonzero box, as upstream
 
     report = json.loads((tmp_path / "r.json").read_text())
-    manifest = load_manifest(tract32)
+    manifest = load_manifest(tract_small)
     assert report["backend"]["name"] in ("openvino", "onnxruntime") and report["backend"]["device"] == "cpu"
     assert report["artifact"]["bundle_id"] == manifest.bundle_id
     for rel, digest in report["artifact"]["files"].items():
         assert digest == manifest.raw["files"][rel]["sha256"] == sha256_of(manifest.root / rel)
     assert {"load", "open_backend", "preprocess", "network", "postprocess_write", "total"} <= set(
         report["timings_s"])
-    assert report["slices"]["run"] + report["slices"]["skipped"] == 96
+    assert report["slices"]["run"] + report["slices"]["skipped"] == 3 * SMALL_SIZE
     assert report["outputs"] == [str(p) for p in sorted(out.rglob("*.nii.gz"), key=lambda p: names.index(
         p.name[:-7]))]
     assert report["versions"]["numpy"] == np.__version__ and report["peak_rss_mb"] > 0
 
 
-def test_default_output_dir_is_next_to_the_input(tract32, peaks, capsys):
-    code, _, err = cli(capsys, peaks, "--artifacts", tract32, "--single_output_file", "--quiet")
+def test_default_output_dir_is_next_to_the_input(tract_small, peaks, capsys):
+    code, _, err = cli(capsys, peaks, "--artifacts", tract_small, "--single_output_file", "--quiet")
     assert code == 0, err
     assert (peaks.parent / "tractseg_output" / "bundle_segmentations.nii.gz").is_file()
 
 
-def test_single_file_probabilities_and_no_postprocess_agree(tract32, peaks, tmp_path, capsys):
+def test_single_file_probabilities_and_no_postprocess_agree(tract_small, peaks, tmp_path, capsys):
     runs = {"masks": [], "single": ["--single_output_file"], "probs": ["--get_probabilities"],
             "raw": ["--no_postprocess"]}
     for name, extra in runs.items():
-        code, _, err = cli(capsys, peaks, "-o", tmp_path / name, "--artifacts", tract32, "--quiet", *extra)
+        code, _, err = cli(capsys, peaks, "-o", tmp_path / name, "--artifacts", tract_small, "--quiet", *extra)
         assert code == 0, err
     masks = stack(tmp_path / "masks" / "bundle_segmentations", TRACTQUERIER_BUNDLES)
     single, image = read(tmp_path / "single" / "bundle_segmentations.nii.gz")
@@ -234,8 +234,8 @@ def test_single_file_probabilities_and_no_postprocess_agree(tract32, peaks, tmp_
     assert np.all(masks <= raw) and (masks < raw).any()  # blob removal only removes
 
 
-def test_endings_segmentation_files(endings32, peaks, tmp_path, capsys):
-    code, _, err = cli(capsys, peaks, "-o", tmp_path / "a", "--artifacts", endings32, "--quiet",
+def test_endings_segmentation_files(endings_small, peaks, tmp_path, capsys):
+    code, _, err = cli(capsys, peaks, "-o", tmp_path / "a", "--artifacts", endings_small, "--quiet",
                        "--output_type", "endings_segmentation")
     assert code == 0, err
     files = files_under(tmp_path / "a")
@@ -243,7 +243,7 @@ def test_endings_segmentation_files(endings32, peaks, tmp_path, capsys):
         f"endings_segmentations/{b}.nii.gz" for b in ENDINGS_BUNDLES)
     masks = stack(tmp_path / "a" / "endings_segmentations", ENDINGS_BUNDLES)
     assert nib.load(files[0]).get_data_dtype() == np.int16 and set(np.unique(masks)) == {0, 1}
-    code, _, err = cli(capsys, peaks, "-o", tmp_path / "b", "--artifacts", endings32, "--quiet",
+    code, _, err = cli(capsys, peaks, "-o", tmp_path / "b", "--artifacts", endings_small, "--quiet",
                        "--output_type", "endings_segmentation", "--single_output_file")
     assert code == 0, err
     single, image = read(tmp_path / "b" / "bundle_endings.nii.gz")
@@ -253,7 +253,7 @@ def test_endings_segmentation_files(endings32, peaks, tmp_path, capsys):
 
 def test_xtract_files(request, peaks, tmp_path, capsys):
     _, _, dataset_specific_utils = upstream_modules()
-    bundle = build_bundle(bundle_cache(request.config), "tract_segmentation", tract_definition="xtract")
+    bundle = small_bundle(request.config, tract_definition="xtract")
     code, _, err = cli(capsys, peaks, "-o", tmp_path, "--artifacts", bundle, "--quiet",
                        "--tract_definition", "xtract", "--report", tmp_path / "r.json")
     assert code == 0, err
@@ -267,14 +267,14 @@ def test_xtract_files(request, peaks, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("axes", [(0,), (1, 2), (0, 1, 2)], ids=["RAS", "LPI", "RPI"])
-def test_flipped_storage_gives_the_flipped_result(tract32, tmp_path, capsys, axes):
+def test_flipped_storage_gives_the_flipped_result(tract_small, tmp_path, capsys, axes):
     """Stored with other axis signs, the same image gives the same segmentation, stored the same way."""
     data = synthetic_peaks()
     base = save_peaks(tmp_path / "las.nii.gz", data)
     other_data, other_affine = flipped_input(data, LAS, axes)
     other = save_peaks(tmp_path / "other.nii.gz", other_data, other_affine)
     for name, path in (("las", base), ("other", other)):
-        code, _, err = cli(capsys, path, "-o", tmp_path / name, "--artifacts", tract32, "--quiet",
+        code, _, err = cli(capsys, path, "-o", tmp_path / name, "--artifacts", tract_small, "--quiet",
                            "--single_output_file")
         assert code == 0, err
     las, _ = read(tmp_path / "las" / "bundle_segmentations.nii.gz")
@@ -284,36 +284,36 @@ def test_flipped_storage_gives_the_flipped_result(tract32, tmp_path, capsys, axe
     np.testing.assert_array_equal(flipped, np.flip(las, axis=axes))
 
 
-def test_quiet_prints_nothing_but_the_demo_warning(tract32, peaks, tmp_path, capsys):
-    code, out, err = cli(capsys, peaks, "-o", tmp_path / "q", "--artifacts", tract32, "--quiet",
+def test_quiet_prints_nothing_but_the_demo_warning(tract_small, peaks, tmp_path, capsys):
+    code, out, err = cli(capsys, peaks, "-o", tmp_path / "q", "--artifacts", tract_small, "--quiet",
                          "--single_output_file")
     assert code == 0 and out == ""
     assert err.strip().splitlines() == [line for line in err.strip().splitlines() if "demo weights" in line]
-    code, out, err = cli(capsys, peaks, "-o", tmp_path / "v", "--artifacts", tract32, "--single_output_file",
+    code, out, err = cli(capsys, peaks, "-o", tmp_path / "v", "--artifacts", tract_small, "--single_output_file",
                          "--backend", "onnxruntime", "--nr_cpus", "1")
-    assert code == 0 and "onnxruntime" in out and "slice" in err and "96/96" in err
+    assert code == 0 and "onnxruntime" in out and "slice" in err and f"{3 * SMALL_SIZE}/{3 * SMALL_SIZE}" in err
 
 
-def test_existing_outputs_are_refused_unless_force(tract32, peaks, tmp_path, capsys):
+def test_existing_outputs_are_refused_unless_force(tract_small, peaks, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli(capsys, peaks, "-o", out, "--artifacts", tract32, "--quiet", "--single_output_file")[0] == 0
+    assert cli(capsys, peaks, "-o", out, "--artifacts", tract_small, "--quiet", "--single_output_file")[0] == 0
     target = out / "bundle_segmentations.nii.gz"
     target.write_bytes(b"keep me")
-    code, _, err = cli(capsys, peaks, "-o", out, "--artifacts", tract32, "--quiet", "--single_output_file")
+    code, _, err = cli(capsys, peaks, "-o", out, "--artifacts", tract_small, "--quiet", "--single_output_file")
     assert code == 1 and "already exist" in err and "--force" in err and target.read_bytes() == b"keep me"
-    code, _, err = cli(capsys, peaks, "-o", out, "--artifacts", tract32, "--quiet", "--single_output_file",
+    code, _, err = cli(capsys, peaks, "-o", out, "--artifacts", tract_small, "--quiet", "--single_output_file",
                        "--force")
     assert code == 0, err
     assert nib.load(target).shape[3] == 72
     assert [p.name for p in out.iterdir()] == ["bundle_segmentations.nii.gz"]  # no temporary files left
 
 
-def test_artifacts_from_environment(tract32, peaks, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("TRACTSEG_AOT_ARTIFACTS", tract32)  # a bundle dir
+def test_artifacts_from_environment(tract_small, peaks, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRACTSEG_AOT_ARTIFACTS", tract_small)  # a bundle dir
     assert cli(capsys, peaks, "-o", tmp_path / "a", "--quiet", "--single_output_file")[0] == 0
     root = tmp_path / "artifacts"
     root.mkdir()
-    (root / "tract_segmentation").symlink_to(tract32)  # a folder of <model name>/ bundles
+    (root / "tract_segmentation").symlink_to(tract_small)  # a folder of <model name>/ bundles
     monkeypatch.setenv("TRACTSEG_AOT_ARTIFACTS", str(root))
     assert cli(capsys, peaks, "-o", tmp_path / "b", "--quiet", "--single_output_file")[0] == 0
     code, _, err = cli(capsys, peaks, "-o", tmp_path / "c", "--quiet", "--output_type", "endings_segmentation")
@@ -321,9 +321,9 @@ def test_artifacts_from_environment(tract32, peaks, tmp_path, capsys, monkeypatc
     assert not (tmp_path / "c").exists()
 
 
-def test_backends_agree(tract32, peaks, tmp_path, capsys):
+def test_backends_agree(tract_small, peaks, tmp_path, capsys):
     for backend in ("onnxruntime", "openvino"):
-        code, _, err = cli(capsys, peaks, "-o", tmp_path / backend, "--artifacts", tract32, "--quiet",
+        code, _, err = cli(capsys, peaks, "-o", tmp_path / backend, "--artifacts", tract_small, "--quiet",
                            "--single_output_file", "--get_probabilities", "--backend", backend)
         assert code == 0, err
     a, _ = read(tmp_path / "onnxruntime" / "bundle_segmentations.nii.gz")

@@ -6,8 +6,9 @@ whose fused probability lies within 1e-5 of a threshold that applies to that bun
 peaks (2.5 mm LAS, no flip) for tract_segmentation and endings_segmentation, and a synthetic RAS volume (upstream
 flips x before and after) for tract_segmentation.
 
-Upstream runs ~2-3 min per case on 2 cores, ours ~1-2 min; upstream's outputs are cached next to the test
-bundles, keyed by input, weights, options and tractseg/torch versions.
+Cold, on 2 cores, this takes ~40 min: two S=144 exports, four upstream CLI runs (its per-blob post-processing of
+random-weight masks is slow) and six of ours. The checkpoints, bundles and upstream's outputs are cached next to
+the test bundles (keyed by input, weights, options and tractseg/torch versions), so a rerun only runs ours.
 """
 from __future__ import annotations
 
@@ -37,13 +38,23 @@ SINGLE = {"tract_segmentation": "bundle_segmentations.nii.gz", "endings_segmenta
 
 
 @pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory) -> Path:
-    """Upstream checkpoints under upstream's local names (TRACTSEG_WEIGHTS_DIR points here)."""
+def weights_dir(request) -> Path:
+    """Upstream checkpoints under upstream's local names (TRACTSEG_WEIGHTS_DIR points here).
+
+    torch.save is not byte-reproducible, so the files are made once and kept with the cached bundles: the same
+    bytes then key the cached bundles and upstream outputs.
+    """
     upstream_modules()
-    folder = tmp_path_factory.mktemp("tractseg-weights")
+    key = hashlib.sha256((Path(__file__).parent / "upstream.py").read_bytes())
+    key.update(f"{version('torch')} {version('TractSeg')}".encode())
+    folder = bundle_cache(request.config) / f"upstream-weights-{key.hexdigest()[:12]}"
+    folder.mkdir(exist_ok=True)
     for task, seed in (("tract_segmentation", 72), ("endings_segmentation", 144)):
         model = model_for(task)
-        save_upstream_checkpoint(upstream_network(model.n_classes, seed), folder / model.local_name)
+        if not (folder / model.local_name).is_file():
+            partial = folder / f"{model.local_name}.partial"
+            save_upstream_checkpoint(upstream_network(model.n_classes, seed), partial)
+            partial.rename(folder / model.local_name)
     return folder
 
 

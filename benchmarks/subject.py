@@ -1,0 +1,107 @@
+"""Full-subject runs on an HCP-size synthetic input: the runtime CLI per backend (its --report gives the stage
+breakdown), the live JAX model through the same pipeline in-process (the reference masks), upstream TractSeg."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import REPO, load_average
+from runtime.backends import Backend
+from runtime.bundles import model_for
+from runtime.geometry import crop_to_nonzero, flip, mni_flip_axes, pad_and_zoom_to_cube
+from runtime.manifest import Manifest
+from runtime.nifti_io import load_peaks, output_paths
+from runtime.outputs import OutputSpec, write_outputs
+from runtime.predict import fused_probabilities
+from runtime.report import Timings, peak_rss_mb
+
+
+def make_input(directory: Path, shape: tuple[int, int, int], seed: int) -> Path:
+    from export.demo_input import write_demo_peaks
+
+    path = directory / f"peaks-{'x'.join(map(str, shape))}-seed{seed}.nii.gz"
+    return path if path.is_file() else write_demo_peaks(path, shape, seed)
+
+
+def run_in_process(peaks: Path, manifest: Manifest, backend: Backend, outdir: Path) -> dict[str, Any]:
+    """runtime.run's pipeline (load -> flip -> crop -> cube -> slices -> fuse -> masks -> write) with any
+    callable backend; used for the live JAX model, whose masks are the reference."""
+    model = model_for(manifest.task, manifest.tract_definition)
+    timings = Timings()
+    with timings.stage("load"):
+        data, affine = load_peaks(peaks)
+    with timings.stage("preprocess"):
+        shape = tuple(int(s) for s in data.shape[:3])
+        axes = mni_flip_axes(affine)
+        cropped, bbox = crop_to_nonzero(flip(data, axes))
+        cube, transform = pad_and_zoom_to_cube(cropped, manifest.slice_size)
+        del data, cropped
+    with timings.stage("network"):
+        fused, stats = fused_probabilities(cube, backend, manifest.batch_size, model.n_classes)
+    spec = OutputSpec(output_type=manifest.task, bundles=model.bundles,
+                      paths=tuple(output_paths(manifest.task, model.bundles, False, False, outdir)),
+                      single_file=False, probabilities=False, postprocess=True, affine=affine, flip_axes=axes,
+                      transform=transform, bbox=bbox, shape=(shape[0], shape[1], shape[2]))
+    with timings.stage("postprocess_write"):
+        write_outputs(fused, spec)
+    stages = timings.as_dict()
+    return {"measured": True, "wall_s": stages.pop("total"), "stages_s": stages, "slices": stats.as_dict(),
+            "peak_rss_mb_process": peak_rss_mb(), "outdir": str(outdir), "how": "in-process, runtime pipeline"}
+
+
+def _subprocess(cmd: list[str], env: dict[str, str] | None = None) \
+        -> tuple[float, subprocess.CompletedProcess, list[float]]:
+    load = load_average()
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    return time.perf_counter() - t0, done, load
+
+
+def run_cli(peaks: Path, bundle: Path, backend: str, device: str, outdir: Path) -> dict[str, Any]:
+    """`python -m runtime.run` as a user runs it; wall time includes process start, imports, loading."""
+    report = outdir / "report.json"
+    cmd = [sys.executable, "-m", "runtime.run", str(peaks), "--artifacts", str(bundle), "--backend", backend,
+           "--device", device, "-o", str(outdir), "--force", "--quiet", "--report", str(report)]
+    wall, done, load = _subprocess(cmd)
+    result: dict[str, Any] = {"measured": True, "command": " ".join(cmd[1:]), "wall_s": round(wall, 2),
+                              "load_average_before": load, "outdir": str(outdir)}
+    if done.returncode != 0:
+        result.update(measured=False, error=f"exit {done.returncode}: {done.stderr.strip()[-500:]}")
+        return result
+    rep = json.loads(report.read_text())
+    stages = dict(rep.get("timings_s", {}))
+    result.update(stages_s=stages, in_process_total_s=stages.pop("total", None), slices=rep.get("slices"),
+                  peak_rss_mb=rep.get("peak_rss_mb"), backend_detail=rep.get("backend"),
+                  artifact=(rep.get("artifact") or {}).get("artifact_id"))
+    return result
+
+
+def run_upstream(peaks: Path, seed: int, n_classes: int, workdir: Path) -> dict[str, Any]:
+    """Upstream's python_api.run_tractseg on the same input and weights, in its own process."""
+    outdir, report = workdir / "out", workdir / "report.json"
+    env = {**os.environ, "TRACTSEG_WEIGHTS_DIR": str(workdir / "weights")}
+    cmd = [sys.executable, "-m", "benchmarks.upstream_subject", str(peaks), "--seed", str(seed), "--n-classes",
+           str(n_classes), "--weights-dir", str(workdir / "weights"), "--out", str(outdir), "--report", str(report)]
+    wall, done, load = _subprocess(cmd, env)
+    result: dict[str, Any] = {"measured": True, "command": " ".join(cmd[1:]), "load_average_before": load,
+                              "outdir": str(outdir)}
+    if done.returncode != 0:
+        result.update(measured=False, error=f"exit {done.returncode}: {done.stderr.strip()[-500:]}")
+        return result
+    rep = json.loads(report.read_text())
+    setup = rep.pop("checkpoint_setup_s")
+    result.update(wall_s=round(wall - setup, 2), checkpoint_setup_s=setup, **rep)
+    result["slices"] = {"slices": 432, "run": 432, "skipped": 0}  # upstream runs every slice of its 144 cube
+    return result
+
+
+def extrapolate(batch_median_s: float, batches: int, overhead_s: float, basis: str) -> dict[str, Any]:
+    network = batch_median_s * batches
+    return {"measured": False, "extrapolated": True, "wall_s": round(network + overhead_s, 1),
+            "stages_s": {"network": round(network, 1), "other (median of measured runs)": round(overhead_s, 1)},
+            "basis": basis}
