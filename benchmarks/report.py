@@ -47,10 +47,10 @@ def latency_table(result: dict[str, Any]) -> list[str]:
 
 def subject_table(subject: dict[str, Any], gmac_per_slice: float) -> list[str]:
     lines = ["| run | wall s | network s | other s | slices run / skipped | network GFLOP/s | Dice min (bundle) |"
-             " Dice mean | voxel diff | how |", "|---|---|---|---|---|---|---|---|---|---|"]
+             " Dice mean | voxel diff | load before | how |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, run in subject["runs"].items():
         if run.get("error"):
-            lines.append(f"| {name} | failed: {run['error'][:120]} | | | | | | | | |")
+            lines.append(f"| {name} | failed: {run['error'][:120]} | | | | | | | | | |")
             continue
         stages = run.get("stages_s", {})
         network = run.get("network_s", stages.get("network"))
@@ -65,7 +65,7 @@ def subject_table(subject: dict[str, Any], gmac_per_slice: float) -> list[str]:
             f"{slices.get('run', '-')} / {slices.get('skipped', '-')} | {rate} | "
             + (f"{agree['dice_min']:.5f} ({agree['dice_min_bundle']}) | {agree['dice_mean']:.6f} | "
                f"{_sci(agree['voxel_diff_fraction'])} |" if agree else "- | - | - |")
-            + f" {how} |")
+            + f" {(run.get('load_average_before') or ['-'])[0]} | {how} |")
     return lines
 
 
@@ -81,8 +81,7 @@ def markdown(result: dict[str, Any]) -> str:
              f" -> **{'PASS' if result['gate']['passed'] else 'FAIL'}**.", "", *latency_table(result), ""]
     lines.append("(alt): an artifact the runtime does not pick on this CPU. *: one call, no warm-up (slow row). "
                  "speed vs JAX: live JAX median / row median. mask diff: fraction of (slice, bundle, pixel) whose "
-                 "prob > 0.5 differs from the live model's. voxel diff: fraction of (voxel, bundle) whose final mask "
-                 "differs.")
+                 "prob > 0.5 differs from the live model's.")
     if result.get("upstream_vs_live"):
         u = result["upstream_vs_live"]
         lines.append(f"Live JAX model vs upstream PyTorch: max abs {_sci(u['max_abs'])}, mean abs "
@@ -91,7 +90,10 @@ def markdown(result: dict[str, Any]) -> str:
         s = result["subject"]
         lines += ["", f"Full subject: {s['input']['shape']} synthetic peaks (export.demo_input, seed "
                   f"{s['input']['seed']}); Dice per bundle of the final masks against the live JAX model's masks "
-                  "(same runtime pipeline, in-process).", "", *subject_table(s, result["gmac_per_slice"])]
+                  "(same runtime pipeline, in-process). voxel diff: fraction of (voxel, bundle) whose final mask "
+                  "differs. load before: 1-min load average as the run started (it includes the benchmark's own "
+                  "previous step; 2 = both cores busy).", "",
+                  *subject_table(s, result["gmac_per_slice"])]
     return "\n".join(lines) + "\n"
 
 
@@ -155,11 +157,11 @@ def plot(result: dict[str, Any], path: Path) -> Path:
             ax.text(r["wall_s"], i, f"  {r['wall_s']:.0f} s" + (" EXTRAPOLATED" if hatch else ""), va="center",
                     fontsize=8)
         ax.set_yticks(range(len(runs)), [n for n, _ in runs])
-        ax.set_xlim(0, max(r["wall_s"] for _, r in runs) * 1.35)
+        ax.set_xlim(0, max(r["wall_s"] for _, r in runs) * 1.6)
         ax.invert_yaxis()
         ax.set_xlabel("seconds for one subject (wall, incl. process start)")
         ax.set_title("Full subject (hatched = extrapolated)")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)
     fig.suptitle(f"{result['machine']['cpu_model']}, {result['machine']['usable_cpus']} CPUs - {result['mode']} "
                  f"benchmark {result['started']}", fontsize=10)
     fig.tight_layout()

@@ -85,7 +85,9 @@ def full_subject(args, manifest, bundle_dir: Path, live: runners.Runner, records
     work = outdir / "subject"
     peaks = subject.make_input(work, shape, seed=0)
     log(f"[bench] full subject {shape}: live JAX model through the runtime pipeline (reference masks)")
+    load = load_average()
     ref = subject.run_in_process(peaks, manifest, live.call, work / "live-jax")
+    ref["load_average_before"] = load
     ref["how"] = "live JAX model, runtime pipeline in-process (the reference)"
     reference = load_masks(work / "live-jax", manifest.bundles)
     runs: dict[str, dict[str, Any]] = {"live-jax (reference)": ref}
@@ -122,7 +124,7 @@ def full_subject(args, manifest, bundle_dir: Path, live: runners.Runner, records
         log(f"[bench] {name}: full subject (~{estimate:.0f} s expected), load {load_average()}")
         if kind == "cli":
             run = subject.run_cli(peaks, bundle_dir, record["backend"], record["device"], work / record["backend"])
-            if run.get("stages_s"):
+            if (run.get("stages_s") or {}).get("network") is not None:
                 overheads.append(run["wall_s"] - run["stages_s"]["network"])
         else:
             run = subject.run_upstream(peaks, bundles.random_seed(manifest), manifest.n_classes, work / "upstream")
