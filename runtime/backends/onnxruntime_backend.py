@@ -19,6 +19,7 @@ class OnnxRuntimeBackend:
 
         self.version = ort.__version__
         options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = False  # the arena kept ~0.3 GB more at peak (HCP-size run)
         if nr_cpus:
             options.intra_op_num_threads = nr_cpus
             options.inter_op_num_threads = 1
