@@ -29,7 +29,8 @@ from __future__ import annotations
 import os
 import secrets
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -168,17 +169,25 @@ def write_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: str | os.Pat
     ``path`` is left as it was.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     image = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
     if dtype is not None:
         image.set_data_dtype(np.dtype(dtype))
+    with atomic_target(target) as temporary:
+        nib.save(image, temporary)
+    return target
+
+
+@contextmanager
+def atomic_target(target: Path) -> Iterator[Path]:
+    """A hidden temporary path beside ``target`` (same name ending, so the same format) to write to; when the
+    block succeeds it is fsynced and renamed over ``target``, on any failure it is removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.parent / f".tmp-{secrets.token_hex(6)}-{target.name}"
     try:
-        nib.save(image, temporary)
+        yield temporary
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return target

@@ -11,7 +11,6 @@ is fsynced and renamed over the target; on failure the temporary file is removed
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.openers import Opener
 from nibabel.volumeutils import array_to_file, seek_tell
+
+from runtime.nifti_io import atomic_target
 
 
 def nifti_header(shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray) -> nib.Nifti1Header:
@@ -41,10 +42,8 @@ def write_nifti_volumes(volumes: Iterable[np.ndarray], shape: tuple[int, int, in
     as float32); a volume count, shape or dtype that does not fit raises ``ValueError`` and leaves no file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     header = nifti_header(shape, np.dtype(dtype), affine)
-    temporary = target.parent / f".tmp-{secrets.token_hex(6)}-{target.name}"
-    try:
+    with atomic_target(target) as temporary:
         count = 0
         with Opener(temporary, "wb") as stream:
             header.write_to(stream)
@@ -60,10 +59,4 @@ def write_nifti_volumes(volumes: Iterable[np.ndarray], shape: tuple[int, int, in
                     on_volume(count)
         if count != shape[3]:
             raise ValueError(f"got {count} volumes for a 4D image with {shape[3]}")
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return target
