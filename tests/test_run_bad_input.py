@@ -18,16 +18,6 @@ from tests.run_support import LAS, files_under, save_peaks, small_bundle, synthe
 PREFIX = "tractseg-aot: error: "
 
 
-@pytest.fixture(scope="session")
-def tract_small(request) -> str:
-    return str(small_bundle(request.config))
-
-
-@pytest.fixture(scope="session")
-def endings_small(request) -> str:
-    return str(small_bundle(request.config, "endings_segmentation"))
-
-
 @pytest.fixture()
 def good(tmp_path):
     return save_peaks(tmp_path / "in" / "peaks.nii.gz", synthetic_peaks((12, 14, 11)))

@@ -31,16 +31,6 @@ from tests.run_support import (LAS, SMALL_SIZE, files_under, flipped_input, read
 from tests.upstream import upstream_modules
 
 
-@pytest.fixture(scope="session")
-def tract_small(request) -> str:
-    return str(small_bundle(request.config))
-
-
-@pytest.fixture(scope="session")
-def endings_small(request) -> str:
-    return str(small_bundle(request.config, "endings_segmentation"))
-
-
 @pytest.fixture()
 def peaks(tmp_path):
     return save_peaks(tmp_path / "subject" / "peaks.nii.gz", synthetic_peaks())
