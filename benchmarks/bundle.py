@@ -2,8 +2,8 @@
 export sources and arguments, or an existing bundle given with --bundle (read only)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import re
 import shutil
 import subprocess
 import sys
@@ -47,19 +47,17 @@ def cached_bundle(args: list[str], cache: Path = OUT / "bundles", log=print) -> 
 
 def random_seed(manifest: Manifest) -> int:
     """The seed of a bundle built with --random-weights (the live model is rebuilt from it)."""
-    source = str(manifest.raw["weights"].get("source", ""))
-    match = re.fullmatch(r"random \(seed (\d+), He-scaled\)", source)
-    if not match:
-        raise ValueError(f"{manifest.root}: weights are {source!r}; the benchmark needs a bundle built with "
-                         "--random-weights SEED so that it can rebuild the same live model")
-    return int(match.group(1))
+    if manifest.weights.seed is None:
+        raise ValueError(f"{manifest.root}: weights are {manifest.weights.source!r}; the benchmark needs a bundle "
+                         "built with --random-weights SEED so that it can rebuild the same live model")
+    return manifest.weights.seed
 
 
 def describe(manifest: Manifest) -> dict[str, Any]:
     return {"dir": str(manifest.root.resolve()), "bundle_id": manifest.bundle_id, "task": manifest.task,
             "tract_definition": manifest.tract_definition, "n_classes": manifest.n_classes,
             "batch_size": manifest.batch_size, "slice_size": manifest.slice_size,
-            "weights": manifest.raw["weights"], "exported_at": manifest.raw["exported_at"],
+            "weights": dataclasses.asdict(manifest.weights), "exported_at": manifest.exported_at,
             "artifacts": [a.id for a in manifest.artifacts],
             "export_drift": {a.id: a.drift for a in manifest.artifacts}}
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from export.bundle import FORMATS, PLATFORMS, ExportRequest
 from runtime.bundles import TASKS, TRACT_DEFINITIONS, model_for
+from runtime.manifest import WeightsInfo
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,14 +41,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_network(args: argparse.Namespace, n_classes: int) -> tuple[Any, dict[str, Any], dict]:
+def load_network(args: argparse.Namespace, n_classes: int) -> tuple[Any, WeightsInfo, dict]:
     """The live model, its weights' provenance for the manifest, and its state_dict."""
     from export import weights as w
 
     if args.random_weights is not None:
         state = w.random_state_dict(args.random_weights, n_classes)
-        info = {"source": f"random (seed {args.random_weights}, He-scaled)", "sha256": None, "demo": True,
-                "note": "demo weights, NOT anatomical: outputs are not tract segmentations"}
+        info = WeightsInfo(source=f"random (seed {args.random_weights}, He-scaled)", sha256=None, demo=True,
+                           seed=args.random_weights,
+                           note="demo weights, NOT anatomical: outputs are not tract segmentations")
     else:
         path = args.weights
         if args.download:
@@ -58,8 +60,8 @@ def load_network(args: argparse.Namespace, n_classes: int) -> tuple[Any, dict[st
             state = w.load_weights_state_dict(path)
         else:
             state = w.read_upstream_state_dict(path)
-        info = {"source": str(path), "sha256": w.sha256_of(path), "demo": False}
-    return w.model_from_state_dict(state, info["source"]), info, state
+        info = WeightsInfo(source=str(path), sha256=w.sha256_of(path), demo=False)
+    return w.model_from_state_dict(state, info.source), info, state
 
 
 def main(argv: list[str] | None = None) -> int:

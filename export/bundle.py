@@ -25,7 +25,7 @@ from export.savedmodel import SAVEDMODEL_DIR, save_savedmodel
 from export.stablehlo import JAX_EXPORT_FILE, export_jax, module_name
 from export.verify import TOLERANCE, verify_artifact
 from runtime.bundles import Model
-from runtime.manifest import Artifact
+from runtime.manifest import Artifact, WeightsInfo
 
 FORMATS = ("stablehlo", "iree", "savedmodel", "onnx")
 PLATFORMS = ("cpu", "cuda")
@@ -52,7 +52,7 @@ def traced_function(network: TractSeg) -> Callable[[jax.Array], jax.Array]:
     return tractseg
 
 
-def build_bundle(network: TractSeg, request: ExportRequest, weights: dict[str, Any],
+def build_bundle(network: TractSeg, request: ExportRequest, weights: WeightsInfo,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export, verify and write the bundle; returns a summary (times, sizes, drift)."""
     if network.n_classes != request.model.n_classes:
@@ -71,7 +71,7 @@ def build_bundle(network: TractSeg, request: ExportRequest, weights: dict[str, A
         shutil.rmtree(work, ignore_errors=True)  # gone after the rename; removes a failed build's leftovers
 
 
-def _build(network: TractSeg, request: ExportRequest, weights: dict[str, Any], work: Path,
+def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work: Path,
            log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
     fn = traced_function(network)

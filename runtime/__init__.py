@@ -1,1 +1,5 @@
-"""tractseg-aot runtime: upstream TractSeg's inference path on exported artifacts, with no JAX and no PyTorch."""
+"""tractseg-aot runtime: TractSeg inference with no JAX and no PyTorch (see runtime.pipeline)."""
+from runtime.pipeline import TractSegPipeline
+from runtime.segmentation import Segmentation
+
+__all__ = ["TractSegPipeline", "Segmentation"]

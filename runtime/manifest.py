@@ -1,25 +1,63 @@
 """manifest.json: the one contract between export/ (which writes it) and the runtime (which reads it).
 
-A bundle directory holds manifest.json plus the artifact files it lists, each with its size and sha256.
-Nothing is loaded before its checksum is verified: `Manifest.verified_path(artifact_id)`.
+The manifest is typed: export/ builds a :class:`Manifest` and writes :meth:`Manifest.to_dict`; the runtime reads it
+back with :func:`load_manifest`, which validates every field against the schema (:mod:`runtime.manifest_schema`)
+and checks that every referenced file exists inside the bundle with its recorded size, so a hostile or broken
+manifest is one :class:`ArtifactError` line, never a ``KeyError`` deep in a run. Nothing is loaded before its
+sha256 is verified: :meth:`Manifest.verified_path`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtime.checksum import sha256_of
+from runtime.errors import ArtifactError
+from runtime.manifest_schema import parse_manifest
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 INPUT_NAME = "slices"
 OUTPUT_NAME = "probabilities"
+PEAK_CHANNELS = 9  # the network's input channels: three peaks x (x, y, z)
+
+__all__ = ["ArtifactError", "Artifact", "FileEntry", "Manifest", "ModelInfo", "TensorSpec", "WeightsInfo",
+           "load_manifest", "host_cpu_flags"]
 
 
-class ArtifactError(RuntimeError):
-    """A bundle that cannot be used: missing, tampered, or not what was asked for. One-line message."""
+@dataclass(frozen=True)
+class ModelInfo:
+    task: str  # tract_segmentation | endings_segmentation
+    tract_definition: str  # TractQuerier+ | xtract
+    n_classes: int
+    bundles: tuple[str, ...]  # output channel names, in order
+    architecture: str = "UNet_Pytorch_DeepSup (n_filt 64)"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    layout: str = ""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    source: str  # a file path, or "random (seed N, He-scaled)"
+    sha256: str | None
+    demo: bool  # random weights: outputs are not anatomy
+    seed: int | None = None  # for demo weights: the seed that rebuilds the same live model
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    size: int
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -39,41 +77,49 @@ class Artifact:
 @dataclass(frozen=True)
 class Manifest:
     root: Path
-    raw: dict[str, Any]
+    model: ModelInfo
+    input: TensorSpec  # (batch, 9, S, S)
+    output: TensorSpec  # (batch, C, S, S)
+    contains: dict[str, Any]  # what the exported function computes (normalisation, sigmoid)
+    weights: WeightsInfo
     artifacts: tuple[Artifact, ...]
+    files: dict[str, FileEntry]
+    versions: dict[str, str]
+    exported_at: str
+    format_version: int = FORMAT_VERSION
 
-    @property
-    def task(self) -> str:
-        return self.raw["model"]["task"]
-
-    @property
-    def tract_definition(self) -> str:
-        return self.raw["model"]["tract_definition"]
-
-    @property
-    def bundles(self) -> tuple[str, ...]:
-        return tuple(self.raw["model"]["bundles"])
-
-    @property
-    def n_classes(self) -> int:
-        return int(self.raw["model"]["n_classes"])
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.raw["function"]["input"]["shape"][0])
-
-    @property
-    def slice_size(self) -> int:
-        return int(self.raw["function"]["input"]["shape"][2])
-
-    @property
-    def demo_weights(self) -> bool:
-        return bool(self.raw["weights"]["demo"])
+    task = property(lambda self: self.model.task)
+    tract_definition = property(lambda self: self.model.tract_definition)
+    bundles = property(lambda self: self.model.bundles)
+    n_classes = property(lambda self: self.model.n_classes)
+    batch_size = property(lambda self: self.input.shape[0])
+    slice_size = property(lambda self: self.input.shape[2])
+    demo_weights = property(lambda self: self.weights.demo)
 
     @property
     def bundle_id(self) -> str:
         """A short id of this bundle: the first 12 hex digits of the manifest's own sha256."""
         return sha256_of(self.root / MANIFEST_NAME)[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document (what export/ writes; :func:`load_manifest` reads it back to an equal Manifest)."""
+        return {
+            "format_version": self.format_version,
+            "model": {**dataclasses.asdict(self.model), "bundles": list(self.model.bundles)},
+            "function": {"input": _tensor_dict(self.input), "output": _tensor_dict(self.output),
+                         "contains": self.contains},
+            "weights": dataclasses.asdict(self.weights),
+            "artifacts": [{**dataclasses.asdict(a), "platforms": list(a.platforms), "backends": list(a.backends),
+                           "files": list(a.files)} for a in self.artifacts],
+            "files": {rel: dataclasses.asdict(entry) for rel, entry in self.files.items()},
+            "versions": self.versions,
+            "exported_at": self.exported_at,
+        }
+
+    def write(self) -> Path:
+        path = self.root / MANIFEST_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
 
     def artifact(self, artifact_id: str) -> Artifact:
         for a in self.artifacts:
@@ -95,19 +141,15 @@ class Manifest:
         """Check size and sha256 of every file of an artifact; returns {file: sha256}."""
         checked = {}
         for rel in artifact.files:
-            entry = self.raw["files"].get(rel)
-            path = self.root / rel
-            if entry is None:
-                raise ArtifactError(f"{self.root / MANIFEST_NAME}: artifact {artifact.id!r} lists {rel!r} "
-                                    "but the manifest has no checksum for it")
+            entry, path = self.files[rel], self.root / rel  # presence checked by load_manifest
             if not path.is_file():
                 raise ArtifactError(f"{path}: artifact file missing (bundle {self.root})")
-            if path.stat().st_size != entry["size"]:
-                raise ArtifactError(f"{path}: size {path.stat().st_size} != {entry['size']} in the manifest "
+            if path.stat().st_size != entry.size:
+                raise ArtifactError(f"{path}: size {path.stat().st_size} != {entry.size} in the manifest "
                                     "(tampered or truncated artifact)")
             digest = sha256_of(path)
-            if digest != entry["sha256"]:
-                raise ArtifactError(f"{path}: sha256 {digest[:12]}... != {entry['sha256'][:12]}... in the manifest "
+            if digest != entry.sha256:
+                raise ArtifactError(f"{path}: sha256 {digest[:12]}... != {entry.sha256[:12]}... in the manifest "
                                     "(tampered artifact)")
             checked[rel] = digest
         return checked
@@ -125,6 +167,10 @@ class Manifest:
                 f"{self.n_classes} classes, but {task}/{tract_definition} with {n_classes} classes was requested")
 
 
+def _tensor_dict(spec: TensorSpec) -> dict[str, Any]:
+    return {**dataclasses.asdict(spec), "shape": list(spec.shape)}
+
+
 def host_cpu_flags() -> frozenset[str]:
     """CPU feature flags of this machine (Linux /proc/cpuinfo; empty where unreadable)."""
     try:
@@ -136,30 +182,33 @@ def host_cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-REQUIRED_KEYS = ("format_version", "model", "function", "weights", "artifacts", "files", "versions", "exported_at")
-
-
 def load_manifest(bundle_dir: str | Path) -> Manifest:
-    """Read and validate a bundle's manifest.json (structure only; checksums are checked per artifact)."""
+    """Read and validate a bundle's manifest.json: every field's type and range, every referenced file present
+    inside the bundle with its recorded size (checksums are verified per artifact when it is loaded)."""
     root = Path(bundle_dir)
     path = root / MANIFEST_NAME
     if not path.is_file():
         raise ArtifactError(f"{path}: no manifest (build a bundle with `python -m export ... --out {root}`)")
     try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: not valid JSON ({e})") from None
-    missing = [k for k in REQUIRED_KEYS if k not in raw]
-    if missing:
-        raise ArtifactError(f"{path}: missing keys {missing}")
-    if raw["format_version"] != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format_version {raw['format_version']} is not {FORMAT_VERSION}")
-    if len(raw["model"]["bundles"]) != raw["model"]["n_classes"]:
-        raise ArtifactError(f"{path}: {len(raw['model']['bundles'])} bundle names for "
-                            f"{raw['model']['n_classes']} classes")
-    artifacts = tuple(
-        Artifact(id=a["id"], format=a["format"], path=a["path"], platforms=tuple(a["platforms"]),
-                 backends=tuple(a["backends"]), files=tuple(a["files"]), drift=a.get("drift", {}),
-                 details=a.get("details", {}))
-        for a in raw["artifacts"])
-    return Manifest(root=root, raw=raw, artifacts=artifacts)
+        raw = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ArtifactError(f"{path}: not valid JSON ({' '.join(str(e).split())[:120]})") from None
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot be read ({e.strerror or e})") from None
+    fields = parse_manifest(raw, path, FORMAT_VERSION, PEAK_CHANNELS)
+    manifest = Manifest(
+        root=root, format_version=fields["format_version"],
+        model=ModelInfo(**fields["model"]),
+        input=TensorSpec(**fields["input"]), output=TensorSpec(**fields["output"]), contains=fields["contains"],
+        weights=WeightsInfo(**fields["weights"]),
+        artifacts=tuple(Artifact(**a) for a in fields["artifacts"]),
+        files={rel: FileEntry(**entry) for rel, entry in fields["files"].items()},
+        versions=fields["versions"], exported_at=fields["exported_at"])
+    for rel, entry in manifest.files.items():
+        file = root / rel
+        if not file.is_file():
+            raise ArtifactError(f"{file}: listed in {path} but missing (incomplete bundle)")
+        if file.stat().st_size != entry.size:
+            raise ArtifactError(f"{file}: size {file.stat().st_size} != {entry.size} in {path} "
+                                "(tampered or truncated artifact)")
+    return manifest

@@ -19,16 +19,19 @@ array upstream holds at that point (see :func:`output_dtype`).
 Input decisions (upstream only checks "4D with last dim 9" and then prints and exits with status 0):
 every problem raises :class:`InputError` with one line "<file>: <what is wrong>". Accepted: NIfTI-1/-2 single files
 and pairs. Refused beyond upstream: other formats nibabel could read (MGH, MINC, ...), a non-finite affine, an
-all-zero volume (upstream crashes in crop_to_nonzero), and +/-inf values (upstream turns them into 1.8e308, then
-inf in float32, and silently writes empty or garbage masks). Integer storage is accepted like upstream (its values
-are read as floats); when it is unscaled a ``UserWarning`` says peaks are usually float.
+all-zero volume (upstream crashes in crop_to_nonzero), +/-inf values (upstream turns them into 1.8e308, then
+inf in float32, and silently writes empty or garbage masks), unscaled integer storage, and everything
+:mod:`runtime.input_checks` refuses (complex/RGB data, singular or permuted affines, a header claiming more data
+than the file holds, a volume that does not fit in memory, values that cannot be normalised in float32).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import secrets
-import warnings
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,34 +40,43 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-PEAK_CHANNELS = 9
+from runtime.bundles import TASKS as OUTPUT_TYPES
+from runtime.errors import InputError, one_line
+from runtime.input_checks import OBLIQUE_WARN_DEGREES, check_header, check_values
+
 DEFAULT_OUTPUT_DIRNAME = "tractseg_output"
-OUTPUT_TYPES = ("tract_segmentation", "endings_segmentation")
 
 
-class InputError(ValueError):
-    """The input peak image cannot be used; the message is one line naming the file."""
+log = logging.getLogger("tractseg_aot")
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    return one_line(error, 200)
 
 
-def load_peaks(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Load an MRtrix-style peak image as ``(data float32 (X, Y, Z, 9), affine float64 (4, 4))``, NaN set to 0.
-
-    Values equal upstream's ``get_fdata()`` (float64) cast to float32: unscaled float32 files are read as float32
-    directly, anything else through float64 to keep the same rounding. Raises :class:`InputError` for every
-    problem (see the module docstring).
-    """
-    file = Path(path)
-    if not file.exists():
-        raise InputError(f"{file}: no such file")
-    if not file.is_file():
+def _check_file(file: Path) -> None:
+    try:
+        info = file.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InputError(f"{file}: symbolic link loop") from None
+        if file.is_symlink():
+            raise InputError(f"{file}: broken symbolic link (target missing)") from None
+        if error.errno == errno.ENOENT:
+            raise InputError(f"{file}: no such file") from None
+        raise InputError(f"{file}: cannot be read ({error.strerror or error})") from None
+    if not stat.S_ISREG(info.st_mode):
         raise InputError(f"{file}: not a regular file")
-    if file.stat().st_size == 0:
+    if info.st_size == 0:
         raise InputError(f"{file}: empty file (0 bytes)")
+    if not os.access(file, os.R_OK):
+        raise InputError(f"{file}: no permission to read it")
+
+
+def open_peaks(path: str | os.PathLike[str]) -> nib.Nifti1Pair:
+    """The NIfTI image object (header only, nothing read), or :class:`InputError`."""
+    file = Path(path)
+    _check_file(file)
     try:
         image = nib.load(file)
     except ImageFileError as error:
@@ -73,22 +85,25 @@ def load_peaks(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{file}: cannot read the header ({_one_line(error)})") from error
     if not isinstance(image, (nib.Nifti1Pair, nib.Nifti2Pair)):
         raise InputError(f"{file}: is a {type(image).__name__}, not a NIfTI image")
+    return image
 
-    shape = tuple(int(s) for s in image.shape)
-    if len(shape) != 4 or shape[3] != PEAK_CHANNELS:
-        raise InputError(f"{file}: expected a 4D peak image of shape (X, Y, Z, {PEAK_CHANNELS}), "
-                         f"got {len(shape)}D shape {shape}")
-    affine = np.asarray(image.affine, dtype=np.float64)
-    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
-        raise InputError(f"{file}: the affine (sform/qform) is not finite: {affine.tolist()}")
 
+def load_peaks(path: str | os.PathLike[str], cube: int = 144, n_classes: int = 72) -> tuple[np.ndarray, np.ndarray]:
+    """Load an MRtrix-style peak image as ``(data float32 (X, Y, Z, 9), affine float64 (4, 4))``, NaN set to 0.
+
+    Values equal upstream's ``get_fdata()`` (float64) cast to float32: unscaled float32 files are read as float32
+    directly, anything else through float64 to keep the same rounding. Every header check
+    (:func:`runtime.input_checks.check_header`, for a run at cube edge ``cube`` with ``n_classes`` outputs) is made
+    before the data is read. Raises :class:`InputError` for every problem (see the module docstring).
+    """
+    file = Path(path)
+    image = open_peaks(file)
+    facts = check_header(file, image, cube, n_classes)
+    if facts.oblique_degrees > OBLIQUE_WARN_DEGREES:
+        log.warning("%s: the voxel axes are oblique by %.1f degrees to the world axes; segmenting on the voxel "
+                    "grid as upstream does (TractSeg expects MNI-aligned peaks)", file, facts.oblique_degrees)
     stored_dtype = np.dtype(image.get_data_dtype())
-    slope = float(getattr(image.dataobj, "slope", 1.0))
-    inter = float(getattr(image.dataobj, "inter", 0.0))
-    unscaled = slope == 1.0 and inter == 0.0
-    if stored_dtype.kind in "iu" and unscaled:
-        warnings.warn(f"{file}: peak values are stored as unscaled integers ({stored_dtype}); "
-                      "peak images are normally float", UserWarning, stacklevel=2)
+    unscaled = float(getattr(image.dataobj, "slope", 1.0)) == 1.0 and float(getattr(image.dataobj, "inter", 0.0)) == 0
     try:
         if stored_dtype == np.float32 and unscaled:
             data = np.asarray(image.get_fdata(dtype=np.float32, caching="unchanged"))
@@ -96,18 +111,14 @@ def load_peaks(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
             with np.errstate(over="ignore"):  # beyond float32 range -> inf, refused below
                 data = np.asarray(image.get_fdata(caching="unchanged")).astype(np.float32)
     except MemoryError:
-        raise
+        raise InputError(f"{file}: out of memory while reading {facts.shape}") from None
     except Exception as error:  # truncated gzip (EOFError, zlib.error), short file (ValueError, OSError)
         raise InputError(f"{file}: cannot read the data, file truncated or corrupt ({_one_line(error)})") from error
     if not data.flags.writeable:
         data = data.copy()
-
     np.nan_to_num(data, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
-    if not np.all(np.isfinite(data)):
-        raise InputError(f"{file}: contains infinite values (or values beyond float32 range)")
-    if not np.any(data):
-        raise InputError(f"{file}: all voxels are zero (after NaN -> 0), nothing to segment")
-    return data, affine
+    check_values(str(file), data)
+    return data, facts.affine
 
 
 def output_paths(output_type: str, bundles: Sequence[str], single_output_file: bool, get_probabilities: bool,

@@ -65,8 +65,9 @@ def bundle_volume(prob_cube: np.ndarray, name: str, spec: OutputSpec) -> tuple[n
 
 
 def write_outputs(fused: np.ndarray, spec: OutputSpec,
-                  on_bundle: Callable[[int], None] | None = None) -> tuple[list[Path], np.dtype]:
-    """Write every output of ``fused`` (C, S, S, S); returns the files written and their on-disk dtype."""
+                  on_bundle: Callable[[int, str, np.ndarray], None] | None = None) -> tuple[list[Path], np.dtype]:
+    """Write every output of ``fused`` (C, S, S, S); returns the files written and their on-disk dtype.
+    ``on_bundle(index, name, volume)`` sees each bundle's volume on the input grid as it is written."""
     if fused.shape[0] != len(spec.bundles):
         raise ValueError(f"{fused.shape[0]} probability volumes for {len(spec.bundles)} bundles")
     dtype = spec.dtype()
@@ -77,9 +78,9 @@ def write_outputs(fused: np.ndarray, spec: OutputSpec,
         for index, name in enumerate(spec.bundles):
             volume, had_voxels = bundle_volume(fused[index], name, spec)
             nonempty += had_voxels
-            yield volume
             if on_bundle:
-                on_bundle(1)
+                on_bundle(index, name, volume)
+            yield volume
 
     if spec.single_file:
         write_nifti_volumes(volumes(), (*spec.shape, len(spec.bundles)), dtype, spec.affine, spec.paths[0])

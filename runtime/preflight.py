@@ -1,60 +1,48 @@
-"""Checks made before the network runs, so that a bad input, bundle or output location writes nothing.
+"""Checks made before the network runs, so that a bad bundle or output location writes nothing.
 
-* :func:`check_float_storage`: peak images hold float directions; unscaled integer storage is refused.
 * :func:`resolve_bundle_dir` / :func:`open_manifest`: which bundle serves the request, and that it is the right one
   (task, tract definition, class count and bundle names); artifact checksums are verified when the backend
   opens it (:func:`runtime.backends.open_backend`).
-* :func:`check_outputs`: the output locations are directories we can write to, and no output file exists
-  unless ``--force``.
+* :func:`check_outputs`: the output locations are folders we can write to, no output exists unless ``--force``,
+  and the report is neither the input nor one of the outputs.
+* :func:`cap_threads`: a thread count the machine has.
 """
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-
 from runtime.bundles import Model
-from runtime.manifest import MANIFEST_NAME, ArtifactError, Manifest, load_manifest
-from runtime.nifti_io import InputError
+from runtime.errors import ArtifactError, OutputError
+from runtime.manifest import MANIFEST_NAME, Manifest, load_manifest
 
 ARTIFACTS_ENV = "TRACTSEG_AOT_ARTIFACTS"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("tractseg_aot")
 
 
-class OutputError(RuntimeError):
-    """An output location that cannot be used. One-line message."""
+def bundle_cache_root() -> Path:
+    """The per-user folder of built bundles: ``$XDG_CACHE_HOME/tractseg-aot`` (default ``~/.cache/tractseg-aot``);
+    ``python -m export`` writes there by default."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "tractseg-aot"
 
 
-def check_float_storage(path: str | os.PathLike[str]) -> None:
-    """Refuse unscaled integer peak data (header only; any other problem is left to load_peaks to report)."""
-    try:
-        image = nib.load(path)
-        if not isinstance(image, (nib.Nifti1Pair, nib.Nifti2Pair)):
-            return
-        dtype = np.dtype(image.get_data_dtype())
-        slope = float(getattr(image.dataobj, "slope", 1.0))
-        inter = float(getattr(image.dataobj, "inter", 0.0))
-    except Exception:  # not an image, unreadable header: load_peaks says what is wrong
-        return
-    if dtype.kind in "biu" and slope == 1.0 and inter == 0.0:
-        raise InputError(f"{path}: integer data ({dtype}, no scaling); peak images hold float directions "
-                         "(e.g. MRtrix sh2peaks writes float32)")
-
-
-def resolve_bundle_dir(option: str | None, model: Model) -> Path:
+def resolve_bundle_dir(option: str | os.PathLike[str] | None, model: Model) -> Path:
     """--artifacts DIR; else $TRACTSEG_AOT_ARTIFACTS (a bundle dir, or a folder of <model name>/ bundles);
-    else artifacts/<model name> in the repository."""
-    if option:
+    else the per-user cache folder's <model name>/ (never the installed package's own folder)."""
+    if option is not None:
+        if not str(option):
+            raise ArtifactError("--artifacts: empty path")
         return Path(option)
     env = os.environ.get(ARTIFACTS_ENV)
     if env:
         root = Path(env)
         return root if (root / MANIFEST_NAME).is_file() else root / model.name
-    return REPO_ROOT / "artifacts" / model.name
+    return bundle_cache_root() / model.name
 
 
 def open_manifest(bundle_dir: Path, model: Model) -> Manifest:
@@ -70,6 +58,22 @@ def open_manifest(bundle_dir: Path, model: Model) -> Manifest:
         raise ArtifactError(f"{bundle_dir / MANIFEST_NAME}: bundle names differ from upstream's "
                             f"{model.task}/{model.tract_definition} list")
     return manifest
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cap_threads(requested: int | None) -> int | None:
+    """``requested`` threads, capped (with a warning) at the cores this process may run on."""
+    cores = available_cores()
+    if requested is not None and requested > cores:
+        log.warning("--nr_cpus %d capped to the %d core(s) available", requested, cores)
+        return cores
+    return requested
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -89,16 +93,34 @@ def check_writable_dir(directory: Path) -> None:
         os.close(handle)
         os.unlink(probe)
     except OSError as error:
-        raise OutputError(f"{directory}: not writable ({error.strerror or error})") from None
+        reason = "files cannot be created there" if error.errno == errno.ENOENT else (error.strerror or str(error))
+        raise OutputError(f"{directory}: not writable ({reason})") from None
 
 
-def check_outputs(files: Sequence[Path], force: bool) -> None:
-    """Every output's folder is writable and no output exists (or ``force``: it will be replaced)."""
-    for folder in dict.fromkeys(f.parent for f in files):
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_outputs(files: Sequence[Path], force: bool, report: Path | None = None,
+                  inputs: Sequence[Path] = ()) -> None:
+    """Every output's folder is writable, no output exists (or ``force``: it will be replaced), and neither the
+    report nor any output is an input (the report is no output either)."""
+    for path in [*files, *([report] if report else [])]:
+        for given in inputs:
+            if _same_file(path, given):
+                raise OutputError(f"{path}: is the input {given}; it would be overwritten")
+    if report is not None:
+        for f in files:
+            if _same_file(report, f) or report.resolve() in f.resolve().parents:
+                raise OutputError(f"--report {report}: is one of the outputs ({f})")
+    for folder in dict.fromkeys([*(f.parent for f in files), *([report.parent] if report else [])]):
         if folder.exists() and not folder.is_dir():
             raise OutputError(f"{folder}: exists and is not a directory")
         check_writable_dir(folder)
-    existing = [f for f in files if f.exists() or f.is_symlink()]
+    existing = [f for f in [*files, *([report] if report else [])] if f.exists() or f.is_symlink()]
     for f in existing:
         if f.is_dir():
             raise OutputError(f"{f}: is a directory, cannot write an output file there")

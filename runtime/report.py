@@ -1,6 +1,7 @@
 """--report FILE: a JSON record of one run (what ran, on what, from which verified files, how long it took)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -72,10 +73,10 @@ def artifact_record(manifest: Manifest, artifact: Artifact) -> dict[str, Any]:
         "bundle_id": manifest.bundle_id,
         "artifact_id": artifact.id,
         "format": artifact.format,
-        "files": {rel: manifest.raw["files"][rel]["sha256"] for rel in artifact.files},
-        "weights": manifest.raw["weights"],
-        "exported_at": manifest.raw["exported_at"],
-        "export_versions": manifest.raw["versions"],
+        "files": {rel: manifest.files[rel].sha256 for rel in artifact.files},
+        "weights": dataclasses.asdict(manifest.weights),
+        "exported_at": manifest.exported_at,
+        "export_versions": manifest.versions,
     }
 
 

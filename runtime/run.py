@@ -1,41 +1,57 @@
-"""python -m runtime.run PEAKS: upstream TractSeg's inference path (bin/TractSeg) on an exported bundle, no JAX/torch.
+"""python -m runtime.run PEAKS (console script: tractseg-aot): upstream TractSeg's CLI on an exported bundle.
 
-load -> flip to MNI signs -> crop -> pad + zoom to the cube -> x/y/z slices through the backend -> mean of the three
-probability volumes -> threshold / post-process per bundle -> back to the input grid -> flip back -> write.
+A thin command line over :class:`runtime.pipeline.TractSegPipeline`: every check on the input, the bundle and
+the output locations runs before the network; the output folder is locked for the run; outputs are staged and
+moved into place together at the end (:mod:`runtime.output_set`), the report last.
 
-Exit status: 0 done; 1 an input, bundle, backend or output problem (one line on stderr, nothing written when it
-is found before the network runs, which is every check on the input, the bundle and the output locations);
-2 bad command line. Existing outputs are refused unless --force, which replaces them.
+Exit status: 0 done; 1 an input, bundle, backend or output problem (one line on stderr, no output written);
+2 bad command line; 3 internal error (a bug: the traceback is saved to a file named on stderr);
+130 interrupted (SIGINT); 143 terminated (SIGTERM). Existing outputs are refused unless --force.
 """
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
 import sys
-from collections.abc import Callable
+import tempfile
+import time
+import traceback
 from pathlib import Path
 from typing import Any
 
-from runtime.backends import BACKENDS, BackendError, choose, open_backend
-from runtime.bundles import TASKS, TRACT_DEFINITIONS, model_for
-from runtime.geometry import crop_to_nonzero, flip, mni_flip_axes, pad_and_zoom_to_cube
-from runtime.manifest import ArtifactError
-from runtime.nifti_io import InputError, default_output_dir, load_peaks, output_paths
-from runtime.outputs import OutputSpec, write_outputs
-from runtime.predict import fused_probabilities
-from runtime.preflight import OutputError, check_float_storage, check_outputs, open_manifest, resolve_bundle_dir
-from runtime.report import Timings, artifact_record, backend_record, package_versions, peak_rss_mb, write_report
+from runtime.backends import BACKENDS
+from runtime.bundles import TASKS, TRACT_DEFINITIONS
+from runtime.errors import TractSegError, one_line
+from runtime.nifti_io import default_output_dir, output_dtype, output_paths
+from runtime.output_set import output_folder
+from runtime.bundles import model_for
+from runtime.pipeline import ReadPeaks, TractSegPipeline, read_peaks
+from runtime.preflight import check_outputs, open_manifest, resolve_bundle_dir
+from runtime.report import package_versions, peak_rss_mb, write_report
+from runtime.segmentation import SaveOptions, entries_of
+from runtime.session import (PREVIEW_FILE, STATISTICS_FILE, BundleHooks, Progress, first_peak_length,
+                             preview_dependency_check)
 
 PROG = "tractseg-aot"
-ERRORS = (InputError, ArtifactError, BackendError, OutputError, OSError)
+log = logging.getLogger("tractseg_aot")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m runtime.run", description=__doc__.strip().splitlines()[0])
-    p.add_argument("peaks", metavar="PEAKS", help="MRtrix peaks: 4D NIfTI (X, Y, Z, 9)")
-    p.add_argument("-o", dest="output", metavar="OUTDIR",
-                   help="output directory (default: <directory of PEAKS>/tractseg_output)")
-    p.add_argument("--artifacts", metavar="DIR", help="bundle directory with manifest.json (default: "
-                   "$TRACTSEG_AOT_ARTIFACTS[/<model>], else artifacts/<model> in the repository)")
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that staging folders are cleaned like on SIGINT."""
+
+
+def _path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path")
+    return text
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options runtime.run and runtime.cohort share (upstream's, plus the runtime's own)."""
+    p.add_argument("--artifacts", metavar="DIR", type=_path, help="bundle directory with manifest.json (default: "
+                   "$TRACTSEG_AOT_ARTIFACTS[/<model>], else ~/.cache/tractseg-aot/<model>)")
     p.add_argument("--output_type", choices=TASKS, default="tract_segmentation")
     p.add_argument("--tract_definition", choices=TRACT_DEFINITIONS, default="TractQuerier+")
     p.add_argument("--single_output_file", action="store_true", help="all bundles in one 4D image")
@@ -44,122 +60,205 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no_postprocess", action="store_true", help="keep small blobs (tract_segmentation)")
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--nr_cpus", type=int, default=-1, metavar="N", help="threads for the backend (-1: its default)")
-    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--nr_cpus", type=int, default=-1, metavar="N",
+                   help="threads for the backend (-1: its default; capped at the cores available)")
+    p.add_argument("--statistics", action="store_true", help="also write statistics.json (per-bundle volume, ...)")
+    p.add_argument("--preview", action="store_true", help="also write preview.png (needs the [qc] extra)")
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
-    p.add_argument("--report", metavar="FILE", help="write a JSON report of the run")
-    args = p.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+
+
+def check_run_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.nr_cpus == 0 or args.nr_cpus < -1:
         p.error(f"--nr_cpus must be -1 or a positive number, not {args.nr_cpus}")
     if args.output_type == "endings_segmentation" and args.tract_definition == "xtract":
         p.error("--tract_definition xtract only works with --output_type tract_segmentation (as upstream)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m runtime.run", description=__doc__.strip().splitlines()[0])
+    p.add_argument("peaks", metavar="PEAKS", type=_path, help="MRtrix peaks: 4D NIfTI (X, Y, Z, 9)")
+    p.add_argument("-o", dest="output", metavar="OUTDIR", type=_path,
+                   help="output directory (default: <directory of PEAKS>/tractseg_output)")
+    add_run_options(p)
+    p.add_argument("--report", metavar="FILE", type=_path, help="write a JSON report of the run")
+    args = p.parse_args(argv)
+    check_run_options(p, args)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
 
-def progress_bar(total: int, unit: str, quiet: bool) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """(advance, close) of a tqdm bar on stderr, or no-ops with --quiet."""
-    if quiet:
-        return (lambda n: None), (lambda: None)
-    from tqdm import tqdm
+def open_pipeline(args: argparse.Namespace) -> TractSegPipeline:
+    return TractSegPipeline.open(args.artifacts, args.output_type, args.tract_definition, args.backend,
+                                 args.device, None if args.nr_cpus == -1 else args.nr_cpus)
 
-    bar = tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True)
-    return bar.update, bar.close
+
+def save_options(args: argparse.Namespace) -> SaveOptions:
+    return SaveOptions(single_file=args.single_output_file, probabilities=args.get_probabilities,
+                       postprocess=not args.no_postprocess)
+
+
+def request_record(args: argparse.Namespace) -> dict[str, Any]:
+    return {"output_type": args.output_type, "tract_definition": args.tract_definition,
+            "single_output_file": args.single_output_file, "get_probabilities": args.get_probabilities,
+            "postprocess": not args.no_postprocess, "statistics": args.statistics, "preview": args.preview}
+
+
+def extra_files(args: argparse.Namespace, outdir: Path) -> list[Path]:
+    return [outdir / name for name, on in ((STATISTICS_FILE, args.statistics), (PREVIEW_FILE, args.preview)) if on]
+
+
+def segment_subject(pipeline: TractSegPipeline, peaks: str | ReadPeaks, outdir: Path, args: argparse.Namespace,
+                    subject: str, report: Path | None = None) -> dict[str, Any]:
+    """One subject, all or nothing: read, check outputs, lock ``outdir``, predict, stage, commit. Returns the
+    run's report (also used by runtime.cohort). Raises TractSegError for anything the user can fix."""
+    started = time.perf_counter()
+    given_peaks = pipeline.read(peaks)
+    options = save_options(args)
+    model = pipeline.model
+    files = output_paths(model.task, model.bundles, options.single_file, options.probabilities, outdir)
+    extras = extra_files(args, outdir)
+    check_outputs(files + extras, args.force, report, inputs=[Path(given_peaks.source)])
+    preview_dependency_check(args)
+    progress = Progress(args.quiet)
+    given = given_peaks
+    del given_peaks
+    background = first_peak_length(given.data) if args.preview else None
+    needed = model.n_classes * given.data[..., 0].size * 4 + (2 << 20)  # outputs are at most 4 bytes a voxel
+    with output_folder(outdir, entries_of(outdir, files + extras), args.force, needed) as staged:
+        with progress.bar(3 * pipeline.manifest.slice_size, "slice") as advance:
+            segmentation = pipeline.predict(given, advance)
+        del given
+        t0 = time.perf_counter()
+        hooks = BundleHooks(segmentation, background, args.statistics, options.probabilities, subject,
+                            pipeline.model.name)
+        with progress.bar(model.n_classes, "bundle") as advance:
+            def on_bundle(index: int, name: str, volume) -> None:
+                hooks.add(index, name, volume)
+                advance(1)
+
+            written = segmentation.write_into(staged, options, on_bundle)
+            written += hooks.finish(staged)
+        timings = {**segmentation.timings, "postprocess_write": round(time.perf_counter() - t0, 3)}
+    timings["total"] = round(time.perf_counter() - started, 3)
+    stats = segmentation.slices
+    log.info("wrote %d file(s) under %s (%d slices run, %d empty slices skipped)", len(written), outdir,
+             stats.run if stats else 0, stats.skipped if stats else 0)
+    p = segmentation.placement
+    return {
+        "tool": PROG, "versions": package_versions(),
+        "input": {"path": str(Path(segmentation.source).resolve()), "shape": [*p.shape, 9], "affine": p.affine.tolist(),
+                  "flip_axes": list(p.flip_axes), "bbox": [list(b) for b in p.bbox],
+                  "cube_size": pipeline.manifest.slice_size},
+        "request": {**request_record(args), "force": args.force},
+        **pipeline.record(),
+        "slices": stats.as_dict() if stats else None,
+        "timings_s": {"open_backend": pipeline.open_seconds, **timings},
+        "peak_rss_mb": peak_rss_mb(),
+        "output_dtype": str(output_dtype(model.task, options.probabilities, options.postprocess)),
+        "outputs": [str(f) for f in written],
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """The whole pipeline; returns the report. Raises one of ERRORS for anything the user can fix."""
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(f"{PROG}: {msg}", flush=True))
-    timings = Timings()
-    model = model_for(args.output_type, args.tract_definition)
+    """The whole CLI run; returns the report. Raises TractSegError for anything the user can fix.
 
-    # --- everything that can be refused is checked before the network runs ---
-    with timings.stage("load"):
-        check_float_storage(args.peaks)
-        data, affine = load_peaks(args.peaks)
-    manifest = open_manifest(resolve_bundle_dir(args.artifacts, model), model)
-    if manifest.demo_weights:
-        print(f"{PROG}: WARNING: demo weights, not anatomical ({manifest.raw['weights'].get('source', '?')}): "
-              "the outputs are not tract segmentations", file=sys.stderr, flush=True)
+    The cheap checks come first (bundle manifest, output locations, the input), then the backend is opened
+    (sha256 of the artifact, load), then the subject runs."""
     outdir = Path(args.output) if args.output else default_output_dir(args.peaks)
-    paths = output_paths(args.output_type, model.bundles, args.single_output_file, args.get_probabilities, outdir)
-    check_outputs(paths + ([Path(args.report)] if args.report else []), args.force)
-    nr_cpus = None if args.nr_cpus == -1 else args.nr_cpus
-    name, device = choose(args.backend, args.device, manifest)
-    with timings.stage("open_backend"):  # verifies the artifact's sha256 first
-        backend = open_backend(name, device, manifest, nr_cpus)
-    artifact = manifest.find(name, device)
-    assert artifact is not None
-    say(f"{model.name}: {backend.name} {backend.version} on {backend.device} ({backend.detail}), "
-        f"bundle {manifest.bundle_id} artifact {artifact.id}")
+    report_path = Path(args.report) if args.report else None
+    model = model_for(args.output_type, args.tract_definition)
+    manifest = open_manifest(resolve_bundle_dir(args.artifacts, model), model)
+    options = save_options(args)
+    files = output_paths(model.task, model.bundles, options.single_file, options.probabilities, outdir)
+    check_outputs(files + extra_files(args, outdir), args.force, report_path, inputs=[Path(args.peaks)])
+    given = read_peaks(args.peaks, manifest.slice_size, model.n_classes)
+    pipeline = open_pipeline(args)
+    log.info("%s", pipeline.describe())
+    report = segment_subject(pipeline, given, outdir, args, subject_name(args.peaks), report_path)
+    report["command"] = ["python", "-m", "runtime.run", *args.argv]
+    return report
 
-    with timings.stage("preprocess"):
-        shape = tuple(int(s) for s in data.shape[:3])
-        axes = mni_flip_axes(affine)
-        cropped, bbox = crop_to_nonzero(flip(data, axes))
-        cube, transform = pad_and_zoom_to_cube(cropped, manifest.slice_size)
-        del data, cropped
 
-    advance, close = progress_bar(3 * manifest.slice_size, "slice", args.quiet)
-    with timings.stage("network"):
-        try:
-            fused, stats = fused_probabilities(cube, backend, manifest.batch_size, model.n_classes, advance)
-        except (MemoryError, KeyboardInterrupt):
-            raise
-        except Exception as error:
-            raise BackendError(f"{backend.name} failed during inference: {' '.join(str(error).split())[:300]}") \
-                from error
-        finally:
-            close()
-    backend_info = backend_record(backend, manifest.batch_size, nr_cpus)
-    del cube, backend
+def subject_name(peaks: str) -> str:
+    """A name for the picture's title: the file name, without .nii.gz."""
+    name = Path(peaks).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
-    spec = OutputSpec(output_type=args.output_type, bundles=model.bundles, paths=tuple(paths),
-                      single_file=args.single_output_file, probabilities=args.get_probabilities,
-                      postprocess=not args.no_postprocess, affine=affine, flip_axes=axes, transform=transform,
-                      bbox=bbox, shape=(shape[0], shape[1], shape[2]))
-    advance, close = progress_bar(model.n_classes, "bundle", args.quiet)
-    with timings.stage("postprocess_write"):
-        try:
-            written, dtype = write_outputs(fused, spec, advance)
-        finally:
-            close()
-    say(f"wrote {len(written)} file(s) under {outdir} "
-        f"({stats.run} slices run, {stats.skipped} empty slices skipped)")
-    return {
-        "tool": PROG,
-        "command": ["python", "-m", "runtime.run", *args.argv],
-        "versions": package_versions(),
-        "input": {"path": str(Path(args.peaks).resolve()), "shape": [*shape, 9], "affine": affine.tolist(),
-                  "flip_axes": list(axes), "bbox": [list(b) for b in bbox], "cube_size": manifest.slice_size},
-        "request": {"output_type": args.output_type, "tract_definition": args.tract_definition,
-                    "single_output_file": args.single_output_file, "get_probabilities": args.get_probabilities,
-                    "postprocess": not args.no_postprocess, "force": args.force},
-        "model": model.name,
-        "artifact": artifact_record(manifest, artifact),
-        "backend": backend_info,
-        "slices": stats.as_dict(),
-        "timings_s": timings.as_dict(),
-        "peak_rss_mb": peak_rss_mb(),
-        "output_dtype": str(dtype),
-        "outputs": [str(p) for p in written],
-    }
+
+def configure_logging(quiet: bool) -> None:
+    """Info lines on stdout, warnings on stderr (errors are printed by :func:`guarded`)."""
+    info, warnings = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    info.addFilter(lambda record: record.levelno < logging.WARNING)
+    warnings.setLevel(logging.WARNING)
+    for handler in (info, warnings):
+        handler.setFormatter(_Formatter())
+    log.handlers[:] = [info, warnings]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+class _Formatter(logging.Formatter):
+    """Info lines as "tractseg-aot: message", warnings as "tractseg-aot: warning: message"."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno <= logging.INFO else f"{record.levelname.lower()}: "
+        return f"{PROG}: {level}{record.getMessage()}"
+
+
+def save_traceback() -> str:
+    """Write the current exception's traceback to a file for the bug report; returns where."""
+    handle, path = tempfile.mkstemp(prefix=f"{PROG}-crash-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=".txt")
+    with os.fdopen(handle, "w") as f:
+        f.write(f"{PROG} {' '.join(sys.argv)}\n{package_versions()}\n\n{traceback.format_exc()}")
+    return path
+
+
+def guarded(action, quiet: bool = False) -> int:
+    """Run ``action()`` with the CLI's contract: one line and exit 1 for a user error, 130 / 143 for SIGINT /
+    SIGTERM, 3 and a saved traceback for a bug."""
+    configure_logging(quiet)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        action()
+    except TractSegError as error:
+        print(f"{PROG}: error: {one_line(error, 1000)}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted, no outputs written", file=sys.stderr, flush=True)
+        return 130
+    except Terminated:
+        print(f"{PROG}: terminated, no outputs written", file=sys.stderr, flush=True)
+        return 143
+    except MemoryError:
+        print(f"{PROG}: error: out of memory", file=sys.stderr, flush=True)
+        return 1
+    except Exception as error:
+        where = save_traceback()
+        print(f"{PROG}: internal error, please report: {type(error).__name__}: {one_line(error, 300)} "
+              f"(traceback saved to {where})", file=sys.stderr, flush=True)
+        return 3
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def action() -> None:
         report = run(args)
         if args.report:
             write_report(report, args.report)
-    except ERRORS as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return guarded(action, args.quiet)
 
 
 if __name__ == "__main__":

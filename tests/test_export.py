@@ -18,7 +18,7 @@ from export.weights import model_from_state_dict, random_state_dict
 from runtime.backends import installed_backends, open_backend
 from runtime.bundles import model_for
 from runtime.checksum import sha256_of
-from runtime.manifest import ArtifactError, load_manifest
+from runtime.manifest import ArtifactError, WeightsInfo, load_manifest
 from tests.run_support import build_bundle as cached_bundle
 from tests.run_support import bundle_cache
 
@@ -35,7 +35,8 @@ def small_bundle(request):
 
 def test_manifest_schema_and_checksums(small_bundle):
     manifest = load_manifest(small_bundle)
-    raw = manifest.raw
+    raw = json.loads((small_bundle / "manifest.json").read_text())  # the on-disk contract itself
+    assert load_manifest(small_bundle).to_dict() == raw, "typed manifest round-trips the file"
     model = model_for("tract_segmentation")
     assert manifest.task == "tract_segmentation" and manifest.n_classes == 72
     assert manifest.bundles == model.bundles
@@ -84,7 +85,12 @@ def test_artifact_equals_live_model_on_new_input(small_bundle, backend):
 
 @pytest.fixture
 def onnx_only_copy(small_bundle, tmp_path):
-    shutil.copy(small_bundle / "manifest.json", tmp_path)
+    """The bundle's ONNX file with its manifest pruned to that artifact (a manifest must list only files that
+    are there)."""
+    manifest = json.loads((small_bundle / "manifest.json").read_text())
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["id"] == "onnx"]
+    manifest["files"] = {"model.onnx": manifest["files"]["model.onnx"]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     shutil.copy(small_bundle / "model.onnx", tmp_path)
     return tmp_path
 
@@ -123,7 +129,7 @@ def test_drift_over_tolerance_fails_the_export(tmp_path):
     request = ExportRequest(model=model_for("tract_segmentation"), out=out, formats=("onnx",),
                             platforms=("cpu",), batch_size=BATCH, slice_size=SIZE, tolerance=1e-12)
     with pytest.raises(DriftError, match="artifact onnx on onnxruntime"):
-        build_bundle(network, request, {"source": "test", "sha256": None, "demo": True}, log=lambda _: None)
+        build_bundle(network, request, WeightsInfo(source="test", sha256=None, demo=True), log=lambda _: None)
     assert not out.exists() and not (tmp_path / "bundle.partial").exists()
 
 

@@ -60,13 +60,12 @@ def test_load_peaks_non_float32_storage_rounds_like_upstream(tmp_path: Path, sto
     np.testing.assert_array_equal(data, upstream_read(path)[0])
 
 
-def test_load_peaks_accepts_unscaled_integers_with_a_warning(tmp_path: Path) -> None:
+def test_load_peaks_refuses_unscaled_integers(tmp_path: Path) -> None:
     path = tmp_path / "int_peaks.nii.gz"
     image = nib.Nifti1Image(np.arange(4 * 3 * 2 * 9, dtype=np.int16).reshape(4, 3, 2, 9), LAS_AFFINE)
     nib.save(image, path)
-    with pytest.warns(UserWarning, match="int_peaks.nii.gz.*integers"):
-        data, _ = load_peaks(path)
-    assert data.dtype == np.float32 and data[0, 0, 0, 1] == 1.0
+    with pytest.raises(InputError, match="int_peaks.nii.gz: integer data"):
+        load_peaks(path)
 
 
 def bad_input(tmp_path: Path, case: str) -> Path:

@@ -158,7 +158,7 @@ def copy_bundle(source: str, target, with_artifact: bool = True):
 
 def test_missing_artifact_file(capsys, tmp_path, tract_small, good):
     bundle = copy_bundle(tract_small, tmp_path / "bundle", with_artifact=False)
-    refused(capsys, tmp_path, *run_args(good, bundle, tmp_path), expect="artifact file missing")
+    refused(capsys, tmp_path, *run_args(good, bundle, tmp_path), expect="but missing (incomplete bundle)")
 
 
 def test_tampered_artifact(capsys, tmp_path, tract_small, good):
@@ -187,6 +187,7 @@ def test_manifest_with_another_class_count(capsys, tmp_path, tract_small, good):
     bundle = copy_bundle(tract_small, tmp_path / "bundle")
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["model"].update(n_classes=42, bundles=list(XTRACT_BUNDLES))
+    manifest["function"]["output"]["shape"][1] = 42
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     refused(capsys, tmp_path, *run_args(good, bundle, tmp_path), expect="42 classes")
 

@@ -191,7 +191,7 @@ def test_tract_segmentation_files_as_upstream_writes_them(tract_small, peaks, tm
     assert report["backend"]["name"] in ("openvino", "onnxruntime") and report["backend"]["device"] == "cpu"
     assert report["artifact"]["bundle_id"] == manifest.bundle_id
     for rel, digest in report["artifact"]["files"].items():
-        assert digest == manifest.raw["files"][rel]["sha256"] == sha256_of(manifest.root / rel)
+        assert digest == manifest.files[rel].sha256 == sha256_of(manifest.root / rel)
     assert {"load", "open_backend", "preprocess", "network", "postprocess_write", "total"} <= set(
         report["timings_s"])
     assert report["slices"]["run"] + report["slices"]["skipped"] == 3 * SMALL_SIZE

@@ -11,7 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
-from runtime.manifest import ArtifactError, Manifest
+from runtime.errors import ArtifactError, BackendError, one_line
+from runtime.manifest import Manifest
 
 # name -> (module with the backend, python package that must be installed, pip extra)
 BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -26,10 +27,6 @@ AUTO_ORDER = {
     "cpu": ("openvino", "onnxruntime", "iree", "tensorflow"),
     "cuda": ("onnxruntime", "iree", "tensorflow"),
 }
-
-
-class BackendError(RuntimeError):
-    """A backend that is missing, cannot use the requested device, or fails to load. One-line message."""
 
 
 class Backend(Protocol):
@@ -53,15 +50,40 @@ def installed_backends() -> list[str]:
     return [name for name in BACKENDS if is_installed(name)]
 
 
+def can_run_cuda(name: str) -> bool:
+    """Whether an installed backend can really run on CUDA here: a GPU driver that loads AND a build of the
+    backend with CUDA (onnxruntime's CPU wheel cannot, OpenVINO never can). Imports the backend only when a
+    GPU driver is present."""
+    if name == "openvino" or not is_installed(name) or not cuda_available():
+        return False
+    try:
+        if name == "onnxruntime":
+            import onnxruntime
+
+            return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        if name == "iree":
+            import iree.runtime
+
+            return "cuda" in iree.runtime.query_available_drivers()
+        if name == "tensorflow":
+            import tensorflow
+
+            return bool(tensorflow.config.list_physical_devices("GPU"))
+    except Exception:  # a backend that cannot even say: not for auto
+        return False
+    return False
+
+
 def choose(backend: str, device: str, manifest: Manifest) -> tuple[str, str]:
-    """Resolve 'auto' for backend and device to a concrete (backend, device) with an artifact in the bundle."""
+    """Resolve 'auto' for backend and device to a concrete (backend, device) with an artifact in the bundle.
+    ``device="auto"`` takes CUDA only for a backend that can really run there (:func:`can_run_cuda`), else CPU."""
     devices = ["cuda", "cpu"] if device == "auto" else [device]
     for dev in devices:
-        if dev == "cuda" and device == "auto" and not cuda_available():
-            continue
         names = AUTO_ORDER[dev] if backend == "auto" else (backend,)
         for name in names:
             if backend == "auto" and not is_installed(name):
+                continue
+            if dev == "cuda" and device == "auto" and not can_run_cuda(name):
                 continue
             if manifest.find(name, dev) is not None:
                 return name, dev
@@ -94,4 +116,11 @@ def open_backend(name: str, device: str, manifest: Manifest, nr_cpus: int | None
         raise ArtifactError(f"{manifest.root}: no artifact for backend {name!r} on {device}")
     path = manifest.verified_path(artifact)
     module = importlib.import_module(BACKENDS[name][0])
-    return module.load(path, artifact, device, nr_cpus)
+    try:
+        return module.load(path, artifact, device, nr_cpus)
+    except BackendError:
+        raise
+    except MemoryError:
+        raise BackendError(f"{path}: out of memory while {name} loaded it") from None
+    except Exception as error:  # the checksum matched, yet the backend cannot read it (or the device failed)
+        raise BackendError(f"{path}: {name} cannot load it ({one_line(error, 240)})") from None

@@ -1,0 +1,240 @@
+"""Resume bookkeeping of a cohort run: per-subject done-records and the cohort table (CSV), cheap at 100,000 subjects.
+
+A subject is done when ``OUTROOT/<subject>/.tractseg-aot-done.json`` exists and still matches (:func:`is_done`):
+the input's size and mtime_ns (no hashing on a rerun), the bundle id, the options that shape the outputs, and
+every output it lists is there. The runner removes the record (:func:`remove_done_record`) before it (re)writes a
+subject's outputs and writes it LAST (:func:`write_done_record`), so a subject cut off halfway is simply redone.
+Record layout (format 1, built by :func:`done_record`)::
+
+    {"format": 1, "subject": "sub-01", "input": {"path", "size", "mtime_ns", "sha256"}, "bundle_id": "...",
+     "options": {...}, "outputs": ["bundle_segmentations/AF_left.nii.gz", ...], "row": {...cohort.csv row...}}
+
+The cohort table (:class:`CohortTable`) holds one row per subject (:data:`ROW_FIELDS`), sorted by subject id, and is
+rewritten atomically at most every ``min_interval_s`` seconds, then once more by :meth:`CohortTable.flush`. A
+job-array part writes its own table (:func:`table_name`); :func:`merge_tables` joins them.
+
+Every file is written to a hidden temporary name in its folder, fsynced and moved into place with ``os.replace``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.checksum import sha256_of
+from runtime.cohort.subjects import check_parts
+
+ROW_FIELDS = ("subject", "peaks", "status", "error", "seconds", "peak_rss_mb", "slices_run", "worker")
+DONE_NAME = ".tractseg-aot-done.json"
+DONE_FORMAT = 1
+TABLE_NAME = "cohort.csv"
+PART_TABLE_GLOB = "cohort.part-*-of-*.csv"
+
+
+@dataclass(frozen=True)
+class InputIdentity:
+    """What identifies an input file on a rerun: size and mtime (ns); the sha256 is recorded, never recomputed."""
+
+    size: int
+    mtime_ns: int
+    sha256: str | None = None
+
+    @classmethod
+    def stat(cls, path: str | os.PathLike[str]) -> InputIdentity:
+        """Size and mtime from one ``os.stat`` (follows symlinks); no hashing."""
+        status = os.stat(path)
+        return cls(size=status.st_size, mtime_ns=status.st_mtime_ns)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's contents, read in 1 MiB blocks."""
+    return sha256_of(path)
+
+
+def write_text_atomic(target: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``target`` through a hidden temporary file beside it: fsync, then ``os.replace``.
+    On any failure the temporary file is removed and an existing ``target`` is left as it was."""
+    temporary = target.parent / f".tmp-{secrets.token_hex(6)}-{target.name}"
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def canonical_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as stored in a record and compared on a rerun: JSON types (tuples become lists, paths and
+    other objects their ``str``), keys sorted."""
+    return json.loads(json.dumps(dict(options), sort_keys=True, default=str))
+
+
+def done_record(subject: str, peaks: str | os.PathLike[str], identity: InputIdentity, bundle_id: str,
+                options: Mapping[str, Any], outputs: Iterable[str | os.PathLike[str]],
+                row: Mapping[str, Any]) -> dict[str, Any]:
+    """A format-1 done-record; ``outputs`` are paths relative to the subject's folder."""
+    return {
+        "format": DONE_FORMAT,
+        "subject": subject,
+        "input": {"path": str(peaks), "size": identity.size, "mtime_ns": identity.mtime_ns,
+                  "sha256": identity.sha256},
+        "bundle_id": bundle_id,
+        "options": canonical_options(options),
+        "outputs": [Path(output).as_posix() for output in outputs],
+        "row": json.loads(json.dumps(dict(row), default=str)),
+    }
+
+
+def write_done_record(subject_dir: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
+    """Write ``record`` as ``<subject_dir>/.tractseg-aot-done.json`` atomically; call it after the outputs exist."""
+    folder = Path(subject_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(folder / DONE_NAME, json.dumps(dict(record), indent=1, default=str) + "\n")
+
+
+def read_done_record(subject_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The subject's done-record, or None when it is missing, unreadable or not a JSON object."""
+    try:
+        with open(Path(subject_dir) / DONE_NAME, "rb") as stream:
+            record = json.loads(stream.read())
+    except (OSError, ValueError):  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def remove_done_record(subject_dir: str | os.PathLike[str]) -> None:
+    """Forget that the subject is done (before its outputs are rewritten); no error when there is no record."""
+    (Path(subject_dir) / DONE_NAME).unlink(missing_ok=True)
+
+
+def _outputs_present(folder: Path, outputs: Any) -> bool:
+    """Every listed output exists: one directory listing per output folder rather than one stat per file."""
+    if not isinstance(outputs, list) or not all(isinstance(output, str) and output for output in outputs):
+        return False
+    listings: dict[str, set[str]] = {}
+    for output in outputs:
+        parent, _, name = output.rpartition("/")
+        if parent.startswith("/") or ".." in parent.split("/") or name in ("", ".", ".."):
+            return False
+        if parent not in listings:
+            try:
+                listings[parent] = set(os.listdir(folder / parent))
+            except OSError:
+                return False
+        if name not in listings[parent]:
+            return False
+    return True
+
+
+def is_done(subject_dir: str | os.PathLike[str], peaks: str | os.PathLike[str], bundle_id: str,
+            options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The stored cohort row when the subject's done-record still holds (same input size and mtime_ns, bundle id
+    and options, every listed output present); None when the subject must be (re)done."""
+    folder = Path(subject_dir)
+    record = read_done_record(folder)
+    if record is None or record.get("format") != DONE_FORMAT or record.get("bundle_id") != bundle_id:
+        return None
+    stored_input, row = record.get("input"), record.get("row")
+    if not isinstance(stored_input, dict) or not isinstance(row, dict):
+        return None
+    try:
+        identity = InputIdentity.stat(peaks)
+    except OSError:
+        return None
+    if stored_input.get("size") != identity.size or stored_input.get("mtime_ns") != identity.mtime_ns:
+        return None
+    if record.get("options") != canonical_options(options):
+        return None
+    return row if _outputs_present(folder, record.get("outputs")) else None
+
+
+def table_name(num_parts: int = 1, part_id: int = 0) -> str:
+    """``cohort.csv`` for a plain run, ``cohort.part-K-of-N.csv`` (K = part_id, from 0) for a job-array part."""
+    check_parts(num_parts, part_id)
+    return TABLE_NAME if num_parts == 1 else f"cohort.part-{part_id}-of-{num_parts}.csv"
+
+
+def _csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+class CohortTable:
+    """The cohort table: one row per subject, kept in memory and written as CSV (header :data:`ROW_FIELDS`, rows
+    sorted by subject id) atomically at most every ``min_interval_s`` seconds; :meth:`flush` writes at once.
+
+    A write is O(number of subjects); the throttle keeps a 100,000-subject run from rewriting the file per subject.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], min_interval_s: float = 2.0) -> None:
+        self.path = Path(path)
+        self.min_interval_s = float(min_interval_s)
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._last_write: float | None = None
+        self.writes = 0
+
+    def update(self, row: Mapping[str, Any]) -> None:
+        """Record (or replace) the row of ``row["subject"]``; write the table when the last write is old enough.
+        Missing fields are left empty; a field not in :data:`ROW_FIELDS` is a ValueError."""
+        unknown = sorted(set(row) - set(ROW_FIELDS))
+        if unknown:
+            raise ValueError(f"{self.path}: unknown cohort table field(s): {', '.join(unknown)}")
+        subject = row.get("subject")
+        if not isinstance(subject, str) or not subject:
+            raise ValueError(f"{self.path}: a cohort table row needs a subject (got {subject!r})")
+        self._rows[subject] = {field: row.get(field, "") for field in ROW_FIELDS}
+        now = time.monotonic()
+        if self._last_write is None or now - self._last_write >= self.min_interval_s:
+            self.flush()
+
+    def flush(self) -> Path:
+        """Write the table now (header only when there is no row yet)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.path, _csv_text(self.rows()))
+        self._last_write = time.monotonic()
+        self.writes += 1
+        return self.path
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows, sorted by subject id."""
+        return [self._rows[subject] for subject in sorted(self._rows)]
+
+
+def read_table(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The rows of a cohort table (values as text, absent columns empty); ValueError naming the file when it
+    cannot be read or has no ``subject`` column."""
+    source = Path(path)
+    try:
+        with open(source, encoding="utf-8", newline="") as stream:
+            reader = csv.DictReader(stream)
+            if reader.fieldnames is None or "subject" not in reader.fieldnames:
+                raise ValueError(f"{source}: not a cohort table (no 'subject' column in the header)")
+            return [{field: row.get(field) or "" for field in ROW_FIELDS} for row in reader]
+    except OSError as error:
+        raise ValueError(f"{source}: cannot read cohort table: {error.strerror or error}") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{source}: malformed cohort table: {error}") from None
+
+
+def merge_tables(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, str]]:
+    """The rows of several tables (the parts of a job array) as one, sorted by subject id; a subject found in
+    more than one table keeps the row from the later path."""
+    merged: dict[str, dict[str, str]] = {}
+    for path in paths:
+        for row in read_table(path):
+            merged[row["subject"]] = row
+    return [merged[subject] for subject in sorted(merged)]

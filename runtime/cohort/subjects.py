@@ -1,0 +1,207 @@
+"""Which subjects a cohort run covers: peaks files found from the command line, one safe, unique id per subject.
+
+INPUT items are peaks files (taken as given, whatever their name) and directories (searched with a glob pattern,
+default ``**/*peaks*.nii.gz``, with :meth:`pathlib.Path.glob` semantics; matches under a hidden name, such as
+macOS ``._x_peaks.nii.gz`` files or ``.snapshot/`` folders, are skipped). ``--list FILE`` adds more: either one
+path per line (file or directory, like an INPUT item) or a CSV whose header has ``subject`` and ``peaks`` columns,
+which also sets the ids. In both, blank lines and lines starting with ``#`` are ignored and relative paths are
+relative to the list file's folder.
+
+Ids (:func:`subject_id`) come from the path: the BIDS ``sub-XX`` component, as ``sub-XX_ses-YY`` when a ``ses-YY``
+component (or file-name entity) is present; otherwise the parent folder when the file name says nothing more
+than "peaks" (folders named ``tractseg_output``, ``dwi``, ``Diffusion``, ``T1w`` or ``peaks`` are passed over, so
+upstream TractSeg's ``<subject>/tractseg_output/peaks.nii.gz`` and HCP's ``<subject>/T1w/Diffusion/peaks.nii.gz``
+give the subject); otherwise the file name without ``.nii.gz``/``.nii``. Every id is made a safe folder name
+(:func:`safe_id`). The same file reached twice (same resolved path) counts once, the first id it got wins; two
+different files with one id are refused before anything runs.
+
+Every problem raises :class:`CohortInputError` with one line naming the offending path.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PATTERN = "**/*peaks*.nii.gz"
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# Folders that say nothing about whose data they hold: passed over when the id comes from the parent folder.
+GENERIC_DIRS = frozenset({"tractseg_output", "dwi", "diffusion", "t1w", "peaks"})
+MAX_ID_LENGTH = 128
+
+_BIDS_LABEL = r"[A-Za-z0-9]+"
+_SUB_DIR = re.compile(rf"sub-{_BIDS_LABEL}")
+_SES_DIR = re.compile(rf"ses-{_BIDS_LABEL}")
+_GENERIC_STEM = re.compile(r"[._-]*(peaks)?[._-]*", re.IGNORECASE)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class CohortInputError(ValueError):
+    """The cohort's inputs cannot be used as given; the message is one line naming the offending path."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One subject: its id (a safe folder name, unique in the cohort) and its peaks file (absolute path)."""
+
+    id: str
+    peaks: Path
+
+
+def strip_nifti(name: str) -> str:
+    """The file name without ``.nii.gz`` or ``.nii`` (any case); other names are returned unchanged."""
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def safe_id(raw: str) -> str:
+    """``raw`` as a safe folder name: characters outside ``[A-Za-z0-9._-]`` and leading dots become ``_``; an
+    empty name is ``_``; a name over 128 characters is cut and ends with 16 hex digits of its sha256."""
+    safe = _UNSAFE.sub("_", raw)
+    stripped = safe.lstrip(".")
+    safe = "_" * (len(safe) - len(stripped)) + stripped or "_"
+    if len(safe) > MAX_ID_LENGTH:
+        digest = hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        safe = f"{safe[: MAX_ID_LENGTH - 17]}-{digest}"
+    return safe
+
+
+def _file_entities(stem: str) -> dict[str, str]:
+    """BIDS key-value entities of a file name that starts with ``sub-<label>`` (else none)."""
+    entities: dict[str, str] = {}
+    for part in stem.split("_"):
+        key, sep, value = part.partition("-")
+        if sep and re.fullmatch(_BIDS_LABEL, value) and key not in entities:
+            entities[key] = value
+    return entities if stem.startswith("sub-") and "sub" in entities else {}
+
+
+def subject_id(path: str | os.PathLike[str]) -> str:
+    """The id a peaks file gets from its path (see the module docstring), already made safe."""
+    absolute = Path(os.path.abspath(path))
+    folders = absolute.parts[:-1]
+    stem = strip_nifti(absolute.name)
+    entities = _file_entities(stem)
+    sub_index = next((i for i in range(len(folders) - 1, -1, -1) if _SUB_DIR.fullmatch(folders[i])), None)
+    if sub_index is not None:
+        sub = folders[sub_index]
+        ses = next((f for f in folders[sub_index + 1:] if _SES_DIR.fullmatch(f)), None)
+    else:
+        sub = f"sub-{entities['sub']}" if entities else None
+        ses = None
+    if sub is not None:
+        if ses is None and "ses" in entities:
+            ses = f"ses-{entities['ses']}"
+        return safe_id(f"{sub}_{ses}" if ses else sub)
+    if _GENERIC_STEM.fullmatch(stem):
+        named = [f for f in folders[1:] if f.lower() not in GENERIC_DIRS]
+        return safe_id(named[-1] if named else stem)
+    return safe_id(stem)
+
+
+def _hidden_below(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _expand(item: str | os.PathLike[str], pattern: str, where: str = "") -> list[Path]:
+    """The peaks files an INPUT item stands for: itself, or the sorted matches under a directory."""
+    path = Path(os.path.abspath(Path(item).expanduser()))
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise CohortInputError(f"{where}{path}: no such file or directory")
+    if not path.is_dir():
+        raise CohortInputError(f"{where}{path}: not a file or directory")
+    try:
+        found = sorted(p for p in path.glob(pattern) if p.is_file() and not _hidden_below(p, path))
+    except (OSError, ValueError, NotImplementedError) as error:
+        raise CohortInputError(f"{where}{path}: cannot search with pattern {pattern!r}: {error}") from None
+    if not found:
+        raise CohortInputError(f"{where}{path}: no file matches {pattern!r}")
+    return found
+
+
+def read_list(list_file: str | os.PathLike[str], pattern: str = DEFAULT_PATTERN) -> list[tuple[str | None, Path]]:
+    """The entries of a ``--list`` file as (id or None, absolute peaks path), in file order."""
+    source = Path(list_file)
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise CohortInputError(f"{source}: list file is not UTF-8 text") from None
+    except OSError as error:
+        raise CohortInputError(f"{source}: cannot read list file: {error.strerror or error}") from None
+    base = Path(os.path.abspath(source)).parent
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise CohortInputError(f"{source}: list file names no path")
+    header = [name.strip().lower() for name in next(csv.reader([lines[0][1]]))]
+    if "subject" not in header or "peaks" not in header:
+        return [(None, found) for number, line in lines
+                for found in _expand(base / Path(line).expanduser(), pattern, f"{source}:{number}: ")]
+    id_column, peaks_column = header.index("subject"), header.index("peaks")
+    entries: list[tuple[str | None, Path]] = []
+    for number, line in lines[1:]:
+        row = next(csv.reader([line]))
+        if len(row) <= max(id_column, peaks_column):
+            raise CohortInputError(f"{source}:{number}: fewer columns than the header (subject, peaks)")
+        raw_id, raw_peaks = row[id_column].strip(), row[peaks_column].strip()
+        if not raw_id or not raw_peaks:
+            raise CohortInputError(f"{source}:{number}: empty subject or peaks")
+        peaks = Path(os.path.abspath(base / Path(raw_peaks).expanduser()))
+        if not peaks.is_file():
+            what = "is a directory, not a peaks file" if peaks.is_dir() else "no such file"
+            raise CohortInputError(f"{source}:{number}: {peaks}: {what}")
+        entries.append((raw_id, peaks))
+    if not entries:
+        raise CohortInputError(f"{source}: CSV list file has a header and no subject")
+    return entries
+
+
+def _assign(entries: Iterable[tuple[str | None, Path]]) -> list[Subject]:
+    by_id: dict[str, Path] = {}
+    seen: set[Path] = set()
+    for explicit, path in entries:
+        real = path.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        sid = safe_id(explicit) if explicit is not None else subject_id(path)
+        if sid in by_id:
+            raise CohortInputError(f"subject id {sid!r} from two files: {by_id[sid]} and {path} "
+                                   f"(give ids with a --list CSV of subject,peaks)")
+        by_id[sid] = path
+    return [Subject(sid, by_id[sid]) for sid in sorted(by_id)]
+
+
+def discover(inputs: Sequence[str | os.PathLike[str]], pattern: str = DEFAULT_PATTERN,
+             list_file: str | os.PathLike[str] | None = None) -> list[Subject]:
+    """Every subject named by ``inputs`` (peaks files, directories) and ``list_file``, sorted by id."""
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        raise TypeError("inputs must be a sequence of paths, not one path")
+    if not inputs and list_file is None:
+        raise CohortInputError("no input: give peaks files, directories or --list FILE")
+    entries: list[tuple[str | None, Path]] = [(None, path) for item in inputs for path in _expand(item, pattern)]
+    if list_file is not None:
+        entries.extend(read_list(list_file, pattern))
+    return _assign(entries)
+
+
+def check_parts(num_parts: int, part_id: int) -> None:
+    """Refuse a job-array split that is not 1 <= num_parts and 0 <= part_id < num_parts (one-line ValueError)."""
+    if isinstance(num_parts, bool) or not isinstance(num_parts, int) or num_parts < 1:
+        raise ValueError(f"num_parts must be an integer >= 1 (got {num_parts!r})")
+    if isinstance(part_id, bool) or not isinstance(part_id, int) or not 0 <= part_id < num_parts:
+        raise ValueError(f"part_id must be an integer in 0..{num_parts - 1} (got {part_id!r})")
+
+
+def split_parts(subjects: Iterable[Subject], num_parts: int, part_id: int) -> list[Subject]:
+    """Part ``part_id`` of ``num_parts`` for job arrays, nnU-Net's way: ``sorted_by_id[part_id::num_parts]``."""
+    check_parts(num_parts, part_id)
+    return sorted(subjects, key=lambda subject: subject.id)[part_id::num_parts]

@@ -1,0 +1,158 @@
+"""The manifest's schema, checked field by field: a manifest that is valid JSON but not a valid manifest (``null``,
+``42``, the model a string, no artifacts, an artifact without id, slice size 0, a file path leaving the bundle)
+is one :class:`ArtifactError` line naming the file and the field, never a ``TypeError`` or ``KeyError``.
+
+:func:`parse_manifest` returns plain, type-checked values keyed like :class:`runtime.manifest.Manifest`'s fields;
+the dataclasses are built from them there. Unknown keys are ignored (a newer exporter may add some).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from runtime.errors import ArtifactError
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+PLATFORMS = ("cpu", "cuda")
+SEED_SOURCE = re.compile(r"random \(seed (\d+), He-scaled\)")  # bundles written before "seed" was a field
+
+
+class _Checker:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, where: str, what: str) -> ArtifactError:
+        return ArtifactError(f"{self.path}: invalid manifest: {where} {what}")
+
+    def get(self, obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
+            optional: bool = False, default: Any = None) -> Any:
+        if key not in obj:
+            if optional:
+                return default
+            raise self.fail(f"{where}.{key}", "is missing")
+        value = obj[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if bool in kinds and isinstance(value, bool):
+            return value
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise self.fail(f"{where}.{key}", f"must be {names}, not {_json_type(value)}")
+        return value
+
+    def section(self, obj: dict[str, Any], key: str, where: str = "manifest", optional: bool = False) -> dict:
+        return self.get(obj, key, dict, where, optional, {})
+
+    def int_list(self, obj: dict[str, Any], key: str, where: str, length: int) -> tuple[int, ...]:
+        values = self.get(obj, key, list, where)
+        if len(values) != length or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+            raise self.fail(f"{where}.{key}", f"must be {length} positive integers, not {values!r:.80}")
+        return tuple(values)
+
+    def str_list(self, obj: dict[str, Any], key: str, where: str, allowed: tuple[str, ...] | None = None,
+                 nonempty: bool = True) -> tuple[str, ...]:
+        values = self.get(obj, key, list, where)
+        if any(not isinstance(v, str) or not v for v in values) or (nonempty and not values):
+            raise self.fail(f"{where}.{key}", "must be a list of non-empty strings")
+        if allowed is not None and not set(values) <= set(allowed):
+            raise self.fail(f"{where}.{key}", f"has {sorted(set(values) - set(allowed))}, allowed: {allowed}")
+        return tuple(values)
+
+    def relative(self, value: str, where: str) -> str:
+        pure = PurePosixPath(value)
+        if not value or pure.is_absolute() or ".." in pure.parts or "\\" in value or "\x00" in value:
+            raise self.fail(where, f"{value!r:.80} is not a relative path inside the bundle")
+        return value
+
+
+def _json_type(value: Any) -> str:
+    return {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def parse_manifest(raw: Any, path: Path, format_version: int, channels: int) -> dict[str, Any]:
+    """Validated fields of a manifest document (see module docstring); raises ArtifactError."""
+    c = _Checker(path)
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{path}: invalid manifest: must be a JSON object, not {_json_type(raw)}")
+    version = c.get(raw, "format_version", int, "manifest")
+    if version != format_version:
+        raise c.fail("format_version", f"is {version}, this runtime reads {format_version}")
+
+    model = c.section(raw, "model")
+    n_classes = c.get(model, "n_classes", int, "model")
+    bundles = c.str_list(model, "bundles", "model")
+    if n_classes < 1 or len(bundles) != n_classes or len(set(bundles)) != n_classes:
+        raise c.fail("model.bundles", f"must be {n_classes} distinct names (got {len(bundles)})")
+    model_fields = {"task": c.get(model, "task", str, "model"),
+                    "tract_definition": c.get(model, "tract_definition", str, "model"),
+                    "n_classes": n_classes, "bundles": bundles,
+                    "architecture": c.get(model, "architecture", str, "model", True, "")}
+
+    function = c.section(raw, "function")
+    tensors = {}
+    for key in ("input", "output"):
+        spec = c.section(function, key, "function")
+        tensors[key] = {"name": c.get(spec, "name", str, f"function.{key}"),
+                        "shape": c.int_list(spec, "shape", f"function.{key}", 4),
+                        "dtype": c.get(spec, "dtype", str, f"function.{key}"),
+                        "layout": c.get(spec, "layout", str, f"function.{key}", True, "")}
+        if tensors[key]["dtype"] != "float32":
+            raise c.fail(f"function.{key}.dtype", f"is {tensors[key]['dtype']!r}, the runtime feeds float32")
+    batch, in_channels, size, size2 = tensors["input"]["shape"]
+    if in_channels != channels or size != size2 or size % 16:
+        raise c.fail("function.input.shape", f"{list(tensors['input']['shape'])} is not (batch, {channels}, S, S) "
+                     "with S a multiple of 16")
+    if tensors["output"]["shape"] != (batch, n_classes, size, size):
+        raise c.fail("function.output.shape", f"{list(tensors['output']['shape'])} is not "
+                     f"[{batch}, {n_classes}, {size}, {size}]")
+
+    weights = c.section(raw, "weights")
+    source = c.get(weights, "source", str, "weights")
+    seed = c.get(weights, "seed", (int, type(None)), "weights", True)
+    if seed is None and (match := SEED_SOURCE.fullmatch(source)):
+        seed = int(match.group(1))
+    weights_fields = {"source": source, "sha256": c.get(weights, "sha256", (str, type(None)), "weights"),
+                      "demo": c.get(weights, "demo", bool, "weights"), "seed": seed,
+                      "note": c.get(weights, "note", str, "weights", True, "")}
+
+    files = {}
+    for rel, entry in c.section(raw, "files").items():
+        where = f"files[{rel!r:.60}]"
+        c.relative(rel, where)
+        if not isinstance(entry, dict):
+            raise c.fail(where, f"must be an object, not {_json_type(entry)}")
+        size_bytes, digest = c.get(entry, "size", int, where), c.get(entry, "sha256", str, where)
+        if size_bytes < 0 or not SHA256.fullmatch(digest):
+            raise c.fail(where, "needs a size >= 0 and a 64-digit lowercase hex sha256")
+        files[rel] = {"size": size_bytes, "sha256": digest}
+
+    artifacts, ids = [], set()
+    entries = c.get(raw, "artifacts", list, "manifest")
+    if not entries:
+        raise c.fail("artifacts", "is empty (nothing to run)")
+    for index, entry in enumerate(entries):
+        where = f"artifacts[{index}]"
+        if not isinstance(entry, dict):
+            raise c.fail(where, f"must be an object, not {_json_type(entry)}")
+        artifact = {"id": c.get(entry, "id", str, where), "format": c.get(entry, "format", str, where),
+                    "path": c.relative(c.get(entry, "path", str, where), f"{where}.path"),
+                    "platforms": c.str_list(entry, "platforms", where, PLATFORMS),
+                    "backends": c.str_list(entry, "backends", where, nonempty=False),
+                    "files": c.str_list(entry, "files", where),
+                    "drift": c.section(entry, "drift", where, optional=True),
+                    "details": c.section(entry, "details", where, optional=True)}
+        if not artifact["id"] or artifact["id"] in ids:
+            raise c.fail(f"{where}.id", f"{artifact['id']!r} is empty or repeated")
+        ids.add(artifact["id"])
+        unlisted = [f for f in artifact["files"] if f not in files]
+        if unlisted:
+            raise c.fail(f"{where}.files", f"{unlisted[0]!r} has no entry (size, sha256) under files")
+        artifacts.append(artifact)
+
+    versions = c.section(raw, "versions")
+    return {"format_version": version, "model": model_fields, "input": tensors["input"],
+            "output": tensors["output"], "contains": c.section(function, "contains", "function", optional=True),
+            "weights": weights_fields, "artifacts": artifacts, "files": files,
+            "versions": {str(k): str(v) for k, v in versions.items()},
+            "exported_at": c.get(raw, "exported_at", str, "manifest")}

@@ -1,0 +1,174 @@
+"""All-or-nothing outputs: a locked output folder, a hidden staging folder, and one rename per top-level entry.
+
+A run writes every output into ``OUTDIR/.tractseg-aot-staging-<token>/`` (same file system, so renames are atomic)
+and moves it into place at the end: one rename for ``bundle_segmentations/`` (or ``endings_segmentations/``), one
+per single file. A full disk, SIGINT, SIGTERM or SIGKILL before that leaves no file under a final name; SIGINT and
+SIGTERM are held back while the renames run. A staging folder left by a killed run is removed by the next run
+on the folder (which holds the lock, so no live run owns it).
+
+The folder is locked for the run with an advisory ``fcntl.flock`` on ``OUTDIR/.tractseg-aot.lock`` (released by
+the kernel when the process dies, even by SIGKILL); a second run on it is refused at once, naming the holder's
+pid. The lock file is removed at the end; a run that takes the lock checks that the file it locked is still the
+one at that path, so removal cannot let two runs in.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import shutil
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from runtime.errors import OutputError
+
+LOCK_NAME = ".tractseg-aot.lock"
+STAGING_PREFIX = ".tractseg-aot-staging-"
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def folder_lock(outdir: Path) -> Iterator[None]:
+    """Hold the advisory lock of ``outdir`` (created if needed) for the block; OutputError when another
+    process holds it."""
+    lock_path = outdir / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise OutputError(f"{outdir}: cannot create the lock file ({error.strerror or error})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputError(f"{outdir}: in use by another tractseg-aot run (pid {holder}); wait for it or "
+                              "choose another output folder") from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed the file between our open and our lock: take the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        try:
+            os.unlink(lock_path)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def remove_stale_staging(outdir: Path) -> None:
+    """Staging folders of runs that died (call with the folder's lock held)."""
+    for stale in outdir.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (they are delivered after it)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class StagedOutputs:
+    """Outputs staged under ``outdir`` and committed together. ``entries`` are the top-level names the run
+    writes (a folder such as ``bundle_segmentations`` or a file such as ``statistics.json``)."""
+
+    def __init__(self, outdir: Path, entries: list[str], force: bool):
+        self.outdir, self.entries, self.force = outdir, list(dict.fromkeys(entries)), force
+        self.staging = outdir / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+
+    def path(self, relative: str | Path) -> Path:
+        """Where to write an output whose final place is ``outdir / relative``."""
+        return self.staging / relative
+
+    def existing(self) -> list[Path]:
+        """Entries already present (an empty folder counts as absent)."""
+        found = []
+        for name in self.entries:
+            target = self.outdir / name
+            if target.is_symlink() or (target.exists() and not (target.is_dir() and not any(target.iterdir()))):
+                found.append(target)
+        return found
+
+    def commit(self) -> list[Path]:
+        """Move every staged entry into place (replacing old ones under force) with signals held."""
+        missing = [n for n in self.entries if not os.path.lexists(self.staging / n)]
+        if missing:
+            raise RuntimeError(f"staged outputs incomplete, missing {missing}")
+        placed = []
+        with signals_held():
+            trash = self.staging / ".replaced"
+            trash.mkdir()
+            for name in self.entries:
+                target = self.outdir / name
+                if os.path.lexists(target):
+                    if not self.force and not (target.is_dir() and not any(target.iterdir())):
+                        raise OutputError(f"{target}: appeared during the run; not overwritten (use --force)")
+                    os.replace(target, trash / name)
+                os.replace(self.staging / name, target)
+                placed.append(target)
+            _fsync_dir(self.outdir)
+        return placed
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def output_folder(outdir: Path, entries: list[str], force: bool, needed_bytes: int) -> Iterator[StagedOutputs]:
+    """Lock ``outdir``, clean stale staging, refuse existing outputs unless ``force``, stage, and commit when the
+    block succeeds. Nothing is left under a final name on failure; a folder this call created is removed again.
+    A full disk becomes an OutputError naming the folder and ``needed_bytes`` (an upper bound of the outputs)."""
+    created = not outdir.exists()
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{outdir}: cannot create the output folder ({error.strerror or error})") from None
+    staged = StagedOutputs(outdir, entries, force)
+    try:
+        with folder_lock(outdir):
+            remove_stale_staging(outdir)
+            existing = staged.existing()
+            if existing and not force:
+                more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+                raise OutputError(f"{existing[0]}{more} already exist(s); use --force to overwrite")
+            try:
+                staged.staging.mkdir()
+                yield staged
+                staged.commit()
+            except OSError as error:
+                if error.errno in NO_SPACE:
+                    free = shutil.disk_usage(outdir).free
+                    raise OutputError(f"{outdir}: no space left on the device while writing the outputs (they need "
+                                      f"up to {needed_bytes / 1e6:.0f} MB, {free / 1e6:.0f} MB free)") from None
+                raise
+            finally:
+                staged.cleanup()
+    finally:
+        if created:
+            try:
+                outdir.rmdir()  # only when empty: a failed first run leaves no folder behind
+            except OSError:
+                pass

@@ -1,0 +1,173 @@
+"""The Python API: one pipeline object, opened once, that segments many subjects.
+
+    from runtime import TractSegPipeline
+    pipeline = TractSegPipeline.open(artifacts="path/to/bundle")      # verifies the bundle, loads the backend
+    seg = pipeline.predict("sub-01/peaks.nii.gz")                       # a path, a nibabel image or (array, affine)
+    seg.probabilities.shape                                             # (72, X, Y, Z) float32 on the input grid
+    seg.save("sub-01/tractseg_output")                                  # upstream's layout, all or nothing
+
+``predict`` is upstream TractSeg's inference path (``bin/TractSeg``): flip to MNI signs -> crop -> pad + zoom to
+the cube -> x/y/z slices through the backend -> mean of the three probability volumes. The thresholds,
+post-processing and the way back to the input grid happen on request in :class:`runtime.segmentation.Segmentation`.
+JAX-free, like all of runtime/.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from runtime.backends import Backend, choose, open_backend
+from runtime.bundles import Model, model_for
+from runtime.errors import BackendError, InputError, one_line
+from runtime.geometry import crop_to_nonzero, flip, mni_flip_axes, pad_and_zoom_to_cube
+from runtime.input_checks import OBLIQUE_WARN_DEGREES, check_cube_aspect, check_layout, check_values
+from runtime.manifest import Artifact, Manifest
+from runtime.nifti_io import load_peaks
+from runtime.predict import fused_probabilities
+from runtime.preflight import cap_threads, open_manifest, resolve_bundle_dir
+from runtime.segmentation import Placement, Segmentation
+
+log = logging.getLogger("tractseg_aot")
+PeaksInput = str | os.PathLike[str] | nib.Nifti1Pair | tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    version: str
+    device: str
+    detail: str
+    threads: int | None
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class ReadPeaks:
+    """A checked peak image in memory: float32 (X, Y, Z, 9), NaN set to 0, its affine and where it came from."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    source: str
+
+
+class TractSegPipeline:
+    """A verified bundle and a loaded backend for one model; :meth:`predict` runs one subject."""
+
+    def __init__(self, model: Model, manifest: Manifest, artifact: Artifact, backend: Backend,
+                 threads: int | None):
+        self.model, self.manifest, self.artifact, self.backend, self.threads = (model, manifest, artifact,
+                                                                                backend, threads)
+        self.open_seconds = 0.0
+
+    @classmethod
+    def open(cls, artifacts: str | os.PathLike[str] | None = None, output_type: str = "tract_segmentation",
+             tract_definition: str = "TractQuerier+", backend: str = "auto", device: str = "auto",
+             threads: int | None = None) -> TractSegPipeline:
+        """Resolve and verify the bundle (``artifacts`` dir, else ``$TRACTSEG_AOT_ARTIFACTS``, else
+        ``~/.cache/tractseg-aot/<model>``), check every artifact file's sha256, load it on the backend once."""
+        started = time.perf_counter()
+        model = model_for(output_type, tract_definition)
+        manifest = open_manifest(resolve_bundle_dir(artifacts, model), model)
+        if manifest.demo_weights:
+            log.warning("demo weights, not anatomical (%s): the outputs are not tract segmentations",
+                        manifest.weights.source)
+        threads = cap_threads(threads)
+        name, chosen_device = choose(backend, device, manifest)
+        loaded = open_backend(name, chosen_device, manifest, threads)
+        artifact = manifest.find(name, chosen_device)
+        assert artifact is not None  # open_backend found it
+        pipeline = cls(model, manifest, artifact, loaded, threads)
+        pipeline.open_seconds = round(time.perf_counter() - started, 3)
+        return pipeline
+
+    @property
+    def backend_info(self) -> BackendInfo:
+        b = self.backend
+        return BackendInfo(b.name, b.version, b.device, b.detail, self.threads, self.manifest.batch_size)
+
+    def describe(self) -> str:
+        b = self.backend
+        return (f"{self.model.name}: {b.name} {b.version} on {b.device} ({b.detail}), bundle "
+                f"{self.manifest.bundle_id} artifact {self.artifact.id}")
+
+    def read(self, peaks: PeaksInput | ReadPeaks) -> ReadPeaks:
+        """The input in memory with every input check made (see :mod:`runtime.input_checks`)."""
+        return read_peaks(peaks, self.manifest.slice_size, self.model.n_classes)
+
+    def predict(self, peaks: PeaksInput | ReadPeaks, progress: Callable[[int], None] | None = None) -> Segmentation:
+        """Segment one subject; ``progress(n)`` is called as slices complete (3 x S in all)."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        given = self.read(peaks)
+        data, affine, source = given.data, given.affine, given.source
+        del given
+        timings["load"] = round(time.perf_counter() - t0, 3)
+
+        t0 = time.perf_counter()
+        shape = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
+        axes = mni_flip_axes(affine)
+        cropped, bbox = crop_to_nonzero(flip(data, axes))
+        check_cube_aspect(source, cropped.shape)
+        cube, transform = pad_and_zoom_to_cube(cropped, self.manifest.slice_size)
+        del data, cropped
+        timings["preprocess"] = round(time.perf_counter() - t0, 3)
+
+        t0 = time.perf_counter()
+        try:
+            fused, stats = fused_probabilities(cube, self.backend, self.manifest.batch_size, self.model.n_classes,
+                                               progress)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except MemoryError:
+            raise BackendError(f"{self.backend.name}: out of memory during inference on {source}") from None
+        except Exception as error:
+            raise BackendError(f"{self.backend.name} failed during inference: {one_line(error)}") from error
+        timings["network"] = round(time.perf_counter() - t0, 3)
+        placement = Placement(affine=affine, shape=shape, flip_axes=axes, bbox=bbox, transform=transform)
+        return Segmentation(bundles=self.model.bundles, output_type=self.model.task, source=source, fused=fused,
+                            placement=placement, slices=stats, timings=timings)
+
+    def record(self) -> dict[str, Any]:
+        """What ran: the bundle, the verified artifact and the backend (for reports)."""
+        from runtime.report import artifact_record, backend_record
+
+        return {"model": self.model.name, "artifact": artifact_record(self.manifest, self.artifact),
+                "backend": backend_record(self.backend, self.manifest.batch_size, self.threads)}
+
+
+def read_peaks(peaks: PeaksInput | ReadPeaks, size: int = 144, classes: int = 72) -> ReadPeaks:
+    """The input in memory with every input check made (see :mod:`runtime.input_checks`), for a run with cube
+    edge ``size`` and ``classes`` outputs (they enter the memory estimate)."""
+    if isinstance(peaks, ReadPeaks):
+        return peaks
+    if isinstance(peaks, (str, os.PathLike)):
+        if not str(peaks):
+            raise InputError("peaks: empty path")
+        data, affine = load_peaks(peaks, size, classes)
+        return ReadPeaks(data, affine, str(peaks))
+    if isinstance(peaks, (nib.Nifti1Pair, nib.Nifti2Pair)):
+        name = peaks.get_filename() or "<nibabel image>"
+        check_layout(name, tuple(peaks.shape), np.dtype(peaks.get_data_dtype()), peaks.affine)
+        data = np.array(peaks.get_fdata(dtype=np.float32, caching="unchanged"))  # a copy: NaN -> 0 below
+        affine = np.asarray(peaks.affine, np.float64)
+    elif isinstance(peaks, tuple) and len(peaks) == 2:
+        name = "<array>"
+        data, affine = np.asarray(peaks[0]), np.asarray(peaks[1], dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise InputError(f"{name}: the affine must be 4x4, not {affine.shape}")
+        oblique = check_layout(name, tuple(data.shape), data.dtype, affine)
+        if oblique > OBLIQUE_WARN_DEGREES:
+            log.warning("%s: the voxel axes are oblique by %.1f degrees", name, oblique)
+        data = data.astype(np.float32)  # a copy: the caller's array is never changed
+    else:
+        raise TypeError(f"peaks must be a path, a nibabel image or (array, affine), not {type(peaks).__name__}")
+    np.nan_to_num(data, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    check_values(name, data)
+    return ReadPeaks(data, affine, name)

@@ -1,0 +1,128 @@
+"""The result of one prediction: the fused cube-space probabilities and how to map them back to the input grid.
+
+Only the fused cube ``(C, S, S, S)`` float32 is held; every input-grid array is made on request, one bundle at a
+time (:meth:`Segmentation.probability`, :meth:`Segmentation.mask`) or stacked (:attr:`Segmentation.probabilities`,
+:meth:`Segmentation.masks`). :meth:`Segmentation.save` writes upstream's layout all-or-nothing
+(:mod:`runtime.output_set`).
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.geometry import BBox, Transform
+from runtime.nifti_io import output_dtype, output_paths
+from runtime.output_set import StagedOutputs, output_folder
+from runtime.outputs import OutputSpec, bundle_volume, write_outputs
+from runtime.predict import SliceStats
+
+BundleHook = Callable[[int, str, np.ndarray], None]  # (index, name, written volume on the input grid)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the cube came from: the input's affine and grid, the axes flipped to MNI signs, crop and zoom."""
+
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+    flip_axes: tuple[int, ...]
+    bbox: BBox
+    transform: Transform
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    """What :meth:`Segmentation.save` writes (upstream's CLI options)."""
+
+    single_file: bool = False
+    probabilities: bool = False  # --get_probabilities
+    postprocess: bool = True  # not --no_postprocess
+
+
+@dataclass
+class Segmentation:
+    bundles: tuple[str, ...]
+    output_type: str
+    source: str  # the input's path, or a description of an in-memory input
+    fused: np.ndarray = field(repr=False)  # (C, S, S, S) float32, upstream's mean_fusion channel first
+    placement: Placement = field(repr=False)
+    slices: SliceStats | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.placement.affine
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.placement.shape
+
+    def _spec(self, options: SaveOptions, paths: tuple[Path, ...] = ()) -> OutputSpec:
+        p = self.placement
+        return OutputSpec(output_type=self.output_type, bundles=self.bundles, paths=paths,
+                          single_file=options.single_file, probabilities=options.probabilities,
+                          postprocess=options.postprocess, affine=p.affine, flip_axes=p.flip_axes,
+                          transform=p.transform, bbox=p.bbox, shape=p.shape)
+
+    def _index(self, name: str) -> int:
+        try:
+            return self.bundles.index(name)
+        except ValueError:
+            raise KeyError(f"no bundle {name!r} in this {self.output_type} model") from None
+
+    def probability(self, name: str) -> np.ndarray:
+        """One bundle's fused probability on the input grid, float32 (upstream's --get_probabilities values)."""
+        return bundle_volume(self.fused[self._index(name)], name, self._spec(SaveOptions(probabilities=True)))[0]
+
+    def mask(self, name: str, postprocess: bool = True) -> np.ndarray:
+        """One bundle's mask on the input grid, uint8 0/1 (upstream's values; blob removal unless not
+        ``postprocess``, tract segmentation only)."""
+        volume = bundle_volume(self.fused[self._index(name)], name, self._spec(SaveOptions(postprocess=postprocess)))[0]
+        return volume.astype(np.uint8, copy=False)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(C, X, Y, Z) float32 on the input grid."""
+        return np.stack([self.probability(name) for name in self.bundles])
+
+    def masks(self, postprocess: bool = True) -> np.ndarray:
+        """(C, X, Y, Z) uint8 on the input grid, equal to upstream's masks."""
+        return np.stack([self.mask(name, postprocess) for name in self.bundles])
+
+    def files(self, outdir: str | os.PathLike[str], options: SaveOptions = SaveOptions()) -> list[Path]:
+        """The files :meth:`save` writes, in upstream's layout."""
+        return output_paths(self.output_type, self.bundles, options.single_file, options.probabilities, outdir)
+
+    def needed_bytes(self, options: SaveOptions) -> int:
+        """Upper bound of the outputs' size on disk (uncompressed data plus headers)."""
+        dtype = output_dtype(self.output_type, options.probabilities, options.postprocess)
+        return len(self.bundles) * (math.prod(self.shape) * dtype.itemsize + 352)
+
+    def save(self, outdir: str | os.PathLike[str], single_file: bool = False, probabilities: bool = False,
+             postprocess: bool = True, force: bool = False) -> list[Path]:
+        """Write upstream's output layout under ``outdir``, all or nothing; returns the files."""
+        options = SaveOptions(single_file, probabilities, postprocess)
+        root = Path(outdir)
+        with output_folder(root, entries_of(root, self.files(root, options)), force,
+                           self.needed_bytes(options)) as staged:
+            written = self.write_into(staged, options)
+        return written
+
+    def write_into(self, staged: StagedOutputs, options: SaveOptions,
+                   on_bundle: BundleHook | None = None) -> list[Path]:
+        """Write the outputs into ``staged`` (committed by the caller's :func:`output_folder`); returns the final
+        paths. ``on_bundle`` sees each written volume (statistics, preview) without recomputing it."""
+        final = self.files(staged.outdir, options)
+        staged_paths = tuple(staged.path(p.relative_to(staged.outdir)) for p in final)
+        written, _ = write_outputs(self.fused, self._spec(options, staged_paths), on_bundle)
+        return [staged.outdir / p.relative_to(staged.staging) for p in written]
+
+
+def entries_of(outdir: Path, files: list[Path]) -> list[str]:
+    """The top-level names under ``outdir`` that hold ``files`` (each renamed into place as one)."""
+    return list(dict.fromkeys(p.relative_to(outdir).parts[0] for p in files))

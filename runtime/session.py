@@ -1,0 +1,88 @@
+"""What a CLI run adds around the pipeline: progress bars, and the per-bundle collectors of ``--statistics``
+(:mod:`runtime.statistics`) and ``--preview`` (:mod:`runtime.preview`), fed with each bundle's volume as it is
+written, so neither recomputes a mask."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from runtime.output_set import StagedOutputs
+from runtime.segmentation import Segmentation
+
+STATISTICS_FILE = "statistics.json"
+PREVIEW_FILE = "preview.png"
+
+
+class Progress:
+    """tqdm bars on stderr, or nothing with --quiet."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    @contextmanager
+    def bar(self, total: int, unit: str) -> Iterator[Callable[[int], None]]:
+        if self.quiet:
+            yield lambda n: None
+            return
+        from tqdm import tqdm
+
+        with tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True) as bar:
+            yield bar.update
+
+
+class BundleHooks:
+    """Statistics and preview collected bundle by bundle; :meth:`finish` writes them into the staged outputs."""
+
+    def __init__(self, segmentation: Segmentation, background: np.ndarray | None, statistics: bool,
+                 probabilities: bool, subject: str, model: str):
+        from runtime import statistics as stats
+
+        self.segmentation, self.probabilities = segmentation, probabilities
+        self.stats = None
+        if statistics:
+            meta = {"subject": subject, "model": model, "source": segmentation.source}
+            self.stats = stats.StatisticsAccumulator(
+                segmentation.affine, stats.probabilities_meta(**meta) if probabilities else stats.masks_meta(**meta))
+        self.canvas = None
+        if background is not None:
+            from runtime.preview import PreviewCanvas
+
+            self.canvas = PreviewCanvas(background, segmentation.affine, segmentation.bundles,
+                                        f"{subject}  |  {model}")
+
+    def add(self, index: int, name: str, volume: np.ndarray) -> None:
+        if self.stats is not None:
+            if self.probabilities:
+                self.stats.add_probability(name, volume)
+            else:
+                self.stats.add(name, volume, self.segmentation.probability(name))
+        if self.canvas is not None:
+            self.canvas.add_bundle(index, volume > 0.5 if self.probabilities else volume)
+
+    def finish(self, staged: StagedOutputs) -> list[Path]:
+        written = []
+        if self.stats is not None:
+            self.stats.write(staged.path(STATISTICS_FILE))
+            written.append(staged.outdir / STATISTICS_FILE)
+        if self.canvas is not None:
+            self.canvas.save(staged.path(PREVIEW_FILE))
+            written.append(staged.outdir / PREVIEW_FILE)
+        return written
+
+
+def first_peak_length(data: np.ndarray) -> np.ndarray:
+    """|first peak| per voxel, float32 (X, Y, Z): the preview's background."""
+    return np.sqrt(np.einsum("...i,...i->...", data[..., :3], data[..., :3], dtype=np.float32))
+
+
+def preview_dependency_check(args: argparse.Namespace) -> None:
+    """Fail before the network when --preview cannot be made (Pillow missing)."""
+    if args.preview:
+        from runtime.preview import _pillow
+
+        _pillow()
