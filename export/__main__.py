@@ -24,7 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--download", action="store_true", help="fetch upstream's weights from Zenodo")
     source.add_argument("--random-weights", type=int, metavar="SEED",
                         help="seeded random weights: a DEMO, not anatomical")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--out", type=Path, help="bundle directory to write (default: the runtime's default location, "
+                   "$TRACTSEG_AOT_ARTIFACTS/<model> or ~/.cache/tractseg-aot/<model>)")
     p.add_argument("--formats", default=",".join(FORMATS), help=f"comma list of {FORMATS}")
     p.add_argument("--platforms", default=",".join(PLATFORMS), help=f"comma list of {PLATFORMS}")
     p.add_argument("--batch-size", type=int, default=4)
@@ -32,6 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--save-weights", type=Path, help="also write the weights as torch-free .safetensors")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     args = p.parse_args(argv)
+    if args.out is None:
+        from runtime.preflight import resolve_bundle_dir
+
+        args.out = resolve_bundle_dir(None, model_for(args.task, args.tract_definition))
     args.formats = tuple(f for f in args.formats.split(",") if f)
     args.platforms = tuple(f for f in args.platforms.split(",") if f)
     for name, given, allowed in (("format", args.formats, FORMATS), ("platform", args.platforms, PLATFORMS)):
