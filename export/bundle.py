@@ -25,7 +25,7 @@ from export.savedmodel import SAVEDMODEL_DIR, save_savedmodel
 from export.stablehlo import JAX_EXPORT_FILE, export_jax, module_name
 from export.verify import TOLERANCE, verify_artifact
 from runtime.bundles import Model
-from runtime.manifest import Artifact, WeightsInfo
+from runtime.manifest import Artifact, WeightsInfo, host_cpu_flags
 
 FORMATS = ("stablehlo", "iree", "savedmodel", "onnx")
 PLATFORMS = ("cpu", "cuda")
@@ -102,10 +102,14 @@ def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work
 
     verified = []
     for artifact in artifacts:
-        if not artifact.backends or "cpu" not in artifact.platforms:
+        missing_flags = sorted(set(artifact.details.get("requires_cpu_flags", ())) - host_cpu_flags())
+        if not artifact.backends or "cpu" not in artifact.platforms or missing_flags:
             reason = ("source module, run through IREE" if not artifact.backends else
-                      "GPU artifact: run only where a GPU is present, not at export on a CPU machine")
+                      "GPU artifact: run only where a GPU is present, not at export on a CPU machine"
+                      if "cpu" not in artifact.platforms else
+                      f"needs CPU flags this export host lacks ({', '.join(missing_flags)}): verify on such a host")
             verified.append(replace(artifact, drift={"not_run": {"reason": reason}}))
+            log(f"[export] {artifact.id}: not run here ({reason})")
             continue
         verified += step(f"verify {artifact.id}", lambda a=artifact: [
             replace(a, drift=verify_artifact(work, a, batches, references, request.tolerance))])
