@@ -1,6 +1,9 @@
-"""python -m benchmarks {quick,full}: latency and drift of every artifact against the live JAX model and
-upstream PyTorch. quick is CI's (exit 1 when an fp32 artifact drifts over the tolerance); full adds repeats and
-full-subject runs. Results: benchmarks/out/<timestamp>-<mode>/results.{json,md,png}."""
+"""python -m benchmarks {quick,full,cohort-throughput,cohort-scale}: latency and drift of every artifact against
+the live JAX model and upstream PyTorch (quick, full), and the cost of a study (cohort-*). quick is CI's (exit 1
+when an fp32 artifact drifts over the tolerance); full adds repeats and full-subject runs; cohort-throughput
+compares a shell loop of runtime.run with runtime.cohort settings on HCP-size subjects; cohort-scale measures
+runtime.cohort's own overhead, rerun and memory on many tiny subjects. Results:
+benchmarks/out/<timestamp>-<mode>/results.{json,md[,png]}."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +11,10 @@ import sys
 from pathlib import Path
 
 from benchmarks import TOLERANCE
+from runtime.backends import BACKENDS
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("quick", "full"))
+def _latency_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, help="benchmark this bundle (built with --random-weights) instead of "
                                                "building / reusing the cached one")
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/out/<timestamp>-<mode>)")
@@ -32,11 +34,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--formats", default="onnx,iree,stablehlo,savedmodel")
     g.add_argument("--platforms", default="cpu")
     p.add_argument("--input-seed", type=int, default=1, help="seed of the synthetic check slices")
+
+
+def _cohort_options(p: argparse.ArgumentParser, subjects: int, shape: str) -> None:
+    p.add_argument("--subjects", type=int, default=subjects, help=f"synthetic subjects (default {subjects})")
+    p.add_argument("--shape", default=shape, help=f"X,Y,Z of each subject (default {shape})")
+    p.add_argument("--bundle", type=Path, help="use this bundle instead of building / reusing the cached one")
+    p.add_argument("--out", type=Path, help="results folder (default benchmarks/out/<timestamp>-<mode>)")
+    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="passed to runtime.run / cohort")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="passed to runtime.run / cohort")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description="latency and drift of every artifact "
+                                "(quick, full); the cost of a study (cohort-throughput, cohort-scale)")
+    sub = p.add_subparsers(dest="mode", required=True, metavar="{quick,full,cohort-throughput,cohort-scale}")
+    for mode, text in (("quick", "CI: a few batches per backend, drift gate"),
+                       ("full", "+ repeats, full-subject runs, Dice")):
+        _latency_options(sub.add_parser(mode, help=text, description=text))
+    t = sub.add_parser("cohort-throughput", help="subjects per hour: shell loop of runtime.run vs runtime.cohort",
+                       description="subjects per hour: shell loop of runtime.run vs runtime.cohort settings")
+    _cohort_options(t, 4, "145,174,145")
+    g = t.add_argument_group("the bundle built when --bundle is not given (cached under benchmarks/out/bundles)")
+    g.add_argument("--seed", type=int, default=0, help="random weights seed")
+    g.add_argument("--slice-size", type=int, default=144, help="144 (default); 16 for a smoke test")
+    g.add_argument("--batch-size", type=int, default=4)
+    g.add_argument("--formats", default="onnx", help="export formats (onnx: onnxruntime and openvino)")
+    s = sub.add_parser("cohort-scale", help="runtime.cohort's own overhead, rerun time and memory at scale",
+                       description="runtime.cohort's own overhead, rerun time and driver memory on many tiny "
+                                   "subjects (S=16 bundle), extrapolated to 100,000 subjects")
+    _cohort_options(s, 2000, "12,14,11")
+    s.add_argument("--workers", type=int, help="--workers for the Dask runs (default: runtime.cohort's own)")
+    s.add_argument("--subset", type=int, default=100, help="M: subjects of the in-process run and of the second "
+                                                           "point of the linear fit (at most N/4)")
+    s.add_argument("--keep", action="store_true", help="keep the subject trees and outputs (N x 72 files)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.mode == "cohort-throughput":
+        from benchmarks.cohort_throughput import main as throughput
+
+        return throughput(args)
+    if args.mode == "cohort-scale":
+        from benchmarks.cohort_scale import main as scale
+
+        return scale(args)
     from benchmarks.report import markdown
     from benchmarks.suite import run
 

@@ -184,6 +184,15 @@ def write_all(result: dict[str, Any], outdir: Path) -> dict[str, Path]:
     return paths
 
 
+def write_json_md(result: dict[str, Any], text: str, outdir: Path) -> dict[str, Path]:
+    """results.json (every figure) and results.md (``text``) under ``outdir``; for benchmarks without a plot."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": outdir / "results.json", "md": outdir / "results.md"}
+    paths["json"].write_text(json.dumps(result, indent=1, default=str) + "\n")
+    paths["md"].write_text(text)
+    return paths
+
+
 def publish(paths: dict[str, Path], kind: str, readme: Path = HERE / "README.md",
             results: Path = HERE / "results") -> dict[str, Path]:
     """Copy to benchmarks/results/<machine kind>.{json,md,png} and put the table in the README."""

@@ -145,7 +145,7 @@ def upstream_runner(seed: int, n_classes: int) -> Runner:
     try:
         import torch
 
-        from tests.upstream import upstream_network, upstream_probabilities
+        from benchmarks.upstream_net import upstream_network, upstream_probabilities
     except ImportError as error:
         runner.skipped = f"upstream not installed ({error})"
         return runner

@@ -13,12 +13,9 @@ from typing import Any
 from benchmarks.machine import REPO, load_average
 from runtime.backends import Backend
 from runtime.bundles import model_for
-from runtime.geometry import crop_to_nonzero, flip, mni_flip_axes, pad_and_zoom_to_cube
 from runtime.manifest import Manifest
-from runtime.nifti_io import load_peaks, output_paths
-from runtime.outputs import OutputSpec, write_outputs
-from runtime.predict import fused_probabilities
-from runtime.report import Timings, peak_rss_mb
+from runtime.pipeline import TractSegPipeline
+from runtime.report import peak_rss_mb
 
 
 def make_input(directory: Path, shape: tuple[int, int, int], seed: int) -> Path:
@@ -29,29 +26,19 @@ def make_input(directory: Path, shape: tuple[int, int, int], seed: int) -> Path:
 
 
 def run_in_process(peaks: Path, manifest: Manifest, backend: Backend, outdir: Path) -> dict[str, Any]:
-    """runtime.run's pipeline (load -> flip -> crop -> cube -> slices -> fuse -> masks -> write) with any
-    callable backend; used for the live JAX model, whose masks are the reference."""
-    model = model_for(manifest.task, manifest.tract_definition)
-    timings = Timings()
-    with timings.stage("load"):
-        data, affine = load_peaks(peaks)
-    with timings.stage("preprocess"):
-        shape = tuple(int(s) for s in data.shape[:3])
-        axes = mni_flip_axes(affine)
-        cropped, bbox = crop_to_nonzero(flip(data, axes))
-        cube, transform = pad_and_zoom_to_cube(cropped, manifest.slice_size)
-        del data, cropped
-    with timings.stage("network"):
-        fused, stats = fused_probabilities(cube, backend, manifest.batch_size, model.n_classes)
-    spec = OutputSpec(output_type=manifest.task, bundles=model.bundles,
-                      paths=tuple(output_paths(manifest.task, model.bundles, False, False, outdir)),
-                      single_file=False, probabilities=False, postprocess=True, affine=affine, flip_axes=axes,
-                      transform=transform, bbox=bbox, shape=(shape[0], shape[1], shape[2]))
-    with timings.stage("postprocess_write"):
-        write_outputs(fused, spec)
-    stages = timings.as_dict()
-    return {"measured": True, "wall_s": stages.pop("total"), "stages_s": stages, "slices": stats.as_dict(),
-            "benchmark_process_peak_rss_mb": peak_rss_mb(), "outdir": str(outdir), "how": "in-process"}
+    """The runtime's pipeline (runtime.pipeline.TractSegPipeline: predict, then Segmentation.save, what
+    runtime.run runs) with any callable backend; used for the live JAX model, whose masks are the reference."""
+    # No bundle artifact: the backend is the live model, not a file of the bundle.
+    pipeline = TractSegPipeline(model_for(manifest.task, manifest.tract_definition), manifest, None, backend, None)
+    t0 = time.perf_counter()
+    segmentation = pipeline.predict(peaks)
+    t1 = time.perf_counter()
+    segmentation.save(outdir, force=True)
+    t2 = time.perf_counter()
+    stages = {**segmentation.timings, "postprocess_write": round(t2 - t1, 3)}
+    return {"measured": True, "wall_s": round(t2 - t0, 3), "stages_s": stages,
+            "slices": segmentation.slices.as_dict(), "benchmark_process_peak_rss_mb": peak_rss_mb(),
+            "outdir": str(outdir), "how": "in-process"}
 
 
 def _subprocess(cmd: list[str], env: dict[str, str] | None = None) \

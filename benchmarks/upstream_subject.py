@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     os.environ["TRACTSEG_WEIGHTS_DIR"] = str(args.weights_dir)  # read by tractseg at import
     from benchmarks.runners import upstream_state_dict
-    from tests.upstream import save_upstream_checkpoint, upstream_network
+    from benchmarks.upstream_net import save_upstream_checkpoint, upstream_network
 
     args.weights_dir.mkdir(parents=True, exist_ok=True)
     net = upstream_network(args.n_classes, args.seed)

@@ -82,7 +82,9 @@ def parse_manifest(raw: Any, path: Path, format_version: int, channels: int) -> 
     model = c.section(raw, "model")
     n_classes = c.get(model, "n_classes", int, "model")
     bundles = c.str_list(model, "bundles", "model")
-    if n_classes < 1 or len(bundles) != n_classes or len(set(bundles)) != n_classes:
+    if n_classes < 1:
+        raise c.fail("model.n_classes", f"must be at least 1, not {n_classes}")
+    if len(bundles) != n_classes or len(set(bundles)) != n_classes:
         raise c.fail("model.bundles", f"must be {n_classes} distinct names (got {len(bundles)})")
     model_fields = {"task": c.get(model, "task", str, "model"),
                     "tract_definition": c.get(model, "tract_definition", str, "model"),
@@ -142,6 +144,8 @@ def parse_manifest(raw: Any, path: Path, format_version: int, channels: int) -> 
                     "files": c.str_list(entry, "files", where),
                     "drift": c.section(entry, "drift", where, optional=True),
                     "details": c.section(entry, "details", where, optional=True)}
+        if "requires_cpu_flags" in artifact["details"]:
+            c.str_list(artifact["details"], "requires_cpu_flags", f"{where}.details", nonempty=False)
         if not artifact["id"] or artifact["id"] in ids:
             raise c.fail(f"{where}.id", f"{artifact['id']!r} is empty or repeated")
         ids.add(artifact["id"])

@@ -28,6 +28,9 @@ from runtime.errors import OutputError
 LOCK_NAME = ".tractseg-aot.lock"
 STAGING_PREFIX = ".tractseg-aot-staging-"
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# every output folder this process committed, in order: an interrupt that arrives after a commit (it is held back
+# during the renames, then delivered) must not be reported as "no outputs written" (runtime.run.guarded)
+COMMITTED: list[Path] = []
 
 
 @contextmanager
@@ -55,8 +58,11 @@ def folder_lock(outdir: Path) -> Iterator[None]:
             break
         os.close(fd)  # the holder removed the file between our open and our lock: take the new one
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # the holder's pid, for the message of a refused second run; best effort (a full disk cannot)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
         yield
     finally:
         try:
@@ -111,16 +117,19 @@ class StagedOutputs:
             raise RuntimeError(f"staged outputs incomplete, missing {missing}")
         placed = []
         with signals_held():
+            for name in self.entries:  # all checked before the first rename: none or all are placed
+                target = self.outdir / name
+                if os.path.lexists(target) and not self.force and not (target.is_dir() and not any(target.iterdir())):
+                    raise OutputError(f"{target}: appeared during the run; not overwritten (use --force)")
             trash = self.staging / ".replaced"
             trash.mkdir()
             for name in self.entries:
                 target = self.outdir / name
                 if os.path.lexists(target):
-                    if not self.force and not (target.is_dir() and not any(target.iterdir())):
-                        raise OutputError(f"{target}: appeared during the run; not overwritten (use --force)")
                     os.replace(target, trash / name)
                 os.replace(self.staging / name, target)
                 placed.append(target)
+            COMMITTED.append(self.outdir)
             _fsync_dir(self.outdir)
         return placed
 

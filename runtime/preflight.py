@@ -97,9 +97,15 @@ def check_writable_dir(directory: Path) -> None:
         raise OutputError(f"{directory}: not writable ({reason})") from None
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` with symbolic links resolved as far as they go (a link loop stays as it is: pathlib's resolve
+    raises RuntimeError for one on Python 3.11, os.path.realpath does not)."""
+    return Path(os.path.realpath(path))
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+        return _resolved(a) == _resolved(b) or (a.exists() and b.exists() and os.path.samefile(a, b))
     except OSError:
         return False
 
@@ -114,12 +120,19 @@ def check_outputs(files: Sequence[Path], force: bool, report: Path | None = None
                 raise OutputError(f"{path}: is the input {given}; it would be overwritten")
     if report is not None:
         for f in files:
-            if _same_file(report, f) or report.resolve() in f.resolve().parents:
+            if _same_file(report, f) or _resolved(report) in _resolved(f).parents:
                 raise OutputError(f"--report {report}: is one of the outputs ({f})")
-    for folder in dict.fromkeys([*(f.parent for f in files), *([report.parent] if report else [])]):
+    for folder in dict.fromkeys(f.parent for f in files):
         if folder.exists() and not folder.is_dir():
             raise OutputError(f"{folder}: exists and is not a directory")
         check_writable_dir(folder)
+    if report is not None:
+        try:
+            if report.parent.exists() and not report.parent.is_dir():
+                raise OutputError(f"{report.parent}: exists and is not a directory")
+            check_writable_dir(report.parent)
+        except OutputError as error:
+            raise OutputError(f"--report {report}: {error}") from None
     existing = [f for f in [*files, *([report] if report else [])] if f.exists() or f.is_symlink()]
     for f in existing:
         if f.is_dir():

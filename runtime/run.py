@@ -23,9 +23,11 @@ from typing import Any
 
 from runtime.backends import BACKENDS
 from runtime.bundles import TASKS, TRACT_DEFINITIONS
-from runtime.errors import TractSegError, one_line
+from runtime.errors import OutputError, TractSegError, one_line
+from runtime.geometry import crop_to_nonzero
+from runtime.input_checks import check_cube_aspect
 from runtime.nifti_io import default_output_dir, output_dtype, output_paths
-from runtime.output_set import output_folder
+from runtime.output_set import COMMITTED, output_folder
 from runtime.bundles import model_for
 from runtime.pipeline import ReadPeaks, TractSegPipeline, read_peaks
 from runtime.preflight import check_outputs, open_manifest, resolve_bundle_dir
@@ -173,6 +175,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     files = output_paths(model.task, model.bundles, options.single_file, options.probabilities, outdir)
     check_outputs(files + extra_files(args, outdir), args.force, report_path, inputs=[Path(args.peaks)])
     given = read_peaks(args.peaks, manifest.slice_size, model.n_classes)
+    _, bbox = crop_to_nonzero(given.data)  # the cube-aspect check again in predict, here before the backend opens
+    check_cube_aspect(given.source, tuple(b - a for a, b in bbox))
     pipeline = open_pipeline(args)
     log.info("%s", pipeline.describe())
     report = segment_subject(pipeline, given, outdir, args, subject_name(args.peaks), report_path)
@@ -222,16 +226,17 @@ def guarded(action, quiet: bool = False) -> int:
     SIGTERM, 3 and a saved traceback for a bug."""
     configure_logging(quiet)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    committed_before = len(COMMITTED)
     try:
         action()
     except TractSegError as error:
         print(f"{PROG}: error: {one_line(error, 1000)}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted, no outputs written", file=sys.stderr, flush=True)
+        print(f"{PROG}: interrupted, {_written_since(committed_before)}", file=sys.stderr, flush=True)
         return 130
     except Terminated:
-        print(f"{PROG}: terminated, no outputs written", file=sys.stderr, flush=True)
+        print(f"{PROG}: terminated, {_written_since(committed_before)}", file=sys.stderr, flush=True)
         return 143
     except MemoryError:
         print(f"{PROG}: error: out of memory", file=sys.stderr, flush=True)
@@ -246,6 +251,16 @@ def guarded(action, quiet: bool = False) -> int:
     return 0
 
 
+def _written_since(committed_before: int) -> str:
+    """What an interrupted run leaves: nothing, or the output sets committed before the signal came (a signal
+    held back during the final renames is delivered just after them)."""
+    done = COMMITTED[committed_before:]
+    if not done:
+        return "no outputs written"
+    return f"after the outputs under {done[-1]} were written" + (f" ({len(done)} output folders)" if len(done) > 1
+                                                                  else "")
+
+
 def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
@@ -256,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     def action() -> None:
         report = run(args)
         if args.report:
-            write_report(report, args.report)
+            try:
+                write_report(report, args.report)
+            except OSError as error:  # e.g. a full disk: the outputs are in place, only the report is missing
+                raise OutputError(f"--report {args.report}: cannot be written ({error.strerror or error}); the "
+                                  f"outputs were written under {COMMITTED[-1] if COMMITTED else 'the output folder'}"
+                                  ) from None
 
     return guarded(action, args.quiet)
 

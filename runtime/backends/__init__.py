@@ -23,6 +23,8 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
 }
 # `--backend auto`: the fastest installed backend for the device, measured on this project's benchmark
 # (benchmarks/README.md). OpenVINO has no CUDA device.
+# how a backend's C++ says it ran out of memory (ONNX Runtime, OpenVINO: std::bad_alloc or their own words)
+OUT_OF_MEMORY = ("bad_alloc", "Failed to allocate", "out of memory", "Cannot allocate memory")
 AUTO_ORDER = {
     "cpu": ("openvino", "onnxruntime", "iree", "tensorflow"),
     "cuda": ("onnxruntime", "iree", "tensorflow"),
@@ -123,4 +125,7 @@ def open_backend(name: str, device: str, manifest: Manifest, nr_cpus: int | None
     except MemoryError:
         raise BackendError(f"{path}: out of memory while {name} loaded it") from None
     except Exception as error:  # the checksum matched, yet the backend cannot read it (or the device failed)
-        raise BackendError(f"{path}: {name} cannot load it ({one_line(error, 240)})") from None
+        text = one_line(error, 240)
+        if any(sign in text for sign in OUT_OF_MEMORY):
+            raise BackendError(f"{path}: out of memory while {name} loaded it ({text})") from None
+        raise BackendError(f"{path}: {name} cannot load it ({text})") from None

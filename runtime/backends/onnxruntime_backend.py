@@ -20,6 +20,7 @@ class OnnxRuntimeBackend:
         self.version = ort.__version__
         options = ort.SessionOptions()
         options.enable_cpu_mem_arena = False  # the arena kept ~0.3 GB more at peak (HCP-size run)
+        options.log_severity_level = 4  # fatal only: a failure is raised (one line from the CLI), not logged too
         if nr_cpus:
             options.intra_op_num_threads = nr_cpus
             options.inter_op_num_threads = 1

@@ -18,6 +18,7 @@ class OpenVinoBackend:
 
     def __init__(self, path: Path, device: str, nr_cpus: int | None, precision: str = "f32"):
         import openvino as ov
+        from openvino.frontend import FrontEndManager
 
         if device != "cpu":
             raise BackendError(f"openvino runs on cpu here, not {device}")
@@ -26,7 +27,11 @@ class OpenVinoBackend:
         config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         if nr_cpus:
             config["INFERENCE_NUM_THREADS"] = nr_cpus
-        self.compiled = core.compile_model(str(path), "CPU", config)
+        # the ONNX frontend only: compile_model(path) lets every frontend probe the file, and TensorFlow's prints
+        # "Error parsing text-format tensorflow.GraphDef" lines to stderr for a file that is not ONNX
+        frontend = FrontEndManager().load_by_framework("onnx")
+        model = frontend.convert(frontend.load(str(path)))
+        self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.device = "cpu"
