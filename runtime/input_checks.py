@@ -42,13 +42,18 @@ class HeaderFacts:
     oblique_degrees: float  # largest angle between a voxel axis and its own world axis
 
 
-def _dtype_problem(dtype: np.dtype, slope: float, inter: float) -> str | None:
+def _kind_problem(dtype: np.dtype) -> str | None:
+    """Data that holds no real numbers at all (checked before the shape: an RGB colour map is 3D)."""
     if dtype.kind == "c":
         return f"complex data ({dtype}); peak images hold real directions"
     if dtype.kind == "V" or dtype.names:
         name = "RGB24" if dtype.names == ("R", "G", "B") else "RGBA32" if dtype.names == ("R", "G", "B", "A") \
             else str(dtype)
         return f"{name} data (a colour image, not peak directions)"
+    return None
+
+
+def _dtype_problem(dtype: np.dtype, slope: float, inter: float) -> str | None:
     if dtype.kind in "biu" and slope == 1.0 and inter == 0.0:
         return (f"integer data ({dtype}, no scaling); peak images hold float directions "
                 "(e.g. MRtrix sh2peaks writes float32)")
@@ -78,6 +83,27 @@ def affine_problem(affine: np.ndarray) -> tuple[str | None, float]:
                 "`mrconvert in out -strides -1,2,3,4`"), 0.0
     cosines = np.abs(np.diag(linear)) / norms
     return None, float(np.degrees(np.arccos(np.clip(cosines.min(), -1.0, 1.0))))
+
+
+def zero_voxel_size_problem(image: nib.Nifti1Pair) -> str | None:
+    """A qform (or, with neither code set, the fall-back affine) built from a zero voxel size: singular, but
+    nibabel replaces the zero by 1 when it reads the header, so the affine it reports looks fine. Read from the
+    file's raw header; None when the sform is the affine or the header cannot be read again."""
+    header = image.header
+    try:
+        if not isinstance(header, nib.Nifti1Header) or int(header["sform_code"]) != 0:
+            return None
+        holder = image.file_map.get("header") or image.file_map["image"]  # a .hdr/.img pair, or one file
+        with nib.openers.ImageOpener(holder.filename) as f:
+            raw = type(header).from_fileobj(f, check=False)
+        sizes = [float(v) for v in raw["pixdim"][1:4]]
+    except Exception:
+        return None
+    if 0.0 not in sizes:
+        return None
+    which = "the qform" if int(header["qform_code"]) != 0 else "the fall-back affine (no sform or qform code)"
+    return (f"the affine (sform/qform) is singular: no sform, and {which} has the voxel sizes pixdim[1:4] = "
+            f"{sizes} (nibabel would silently use 1 for 0)")
 
 
 def available_memory_bytes() -> int | None:
@@ -117,6 +143,9 @@ def check_layout(name: str, shape: tuple[int, ...], dtype: np.dtype, affine: np.
                  inter: float = 0.0) -> float:
     """Shape (X, Y, Z, 9), data type and affine of a peak image, from a file header or an in-memory array;
     returns the obliquity in degrees."""
+    problem = _kind_problem(np.dtype(dtype))
+    if problem:
+        raise InputError(f"{name}: {problem}")
     if len(shape) != 4 or shape[3] != PEAK_CHANNELS:
         raise InputError(f"{name}: expected a 4D peak image of shape (X, Y, Z, {PEAK_CHANNELS}), "
                          f"got {len(shape)}D shape {shape}")
@@ -140,6 +169,9 @@ def check_header(path: str | os.PathLike[str], image: nib.Nifti1Pair, cube: int,
     inter = float(getattr(image.dataobj, "inter", 0.0))
     affine = np.asarray(image.affine, dtype=np.float64)
     oblique = check_layout(str(file), shape, dtype, affine, slope, inter)
+    problem = zero_voxel_size_problem(image)
+    if problem:
+        raise InputError(f"{file}: {problem}")
 
     data_bytes = math.prod(shape) * dtype.itemsize
     file_bytes = file.stat().st_size

@@ -73,18 +73,46 @@ def _check_file(file: Path) -> None:
         raise InputError(f"{file}: no permission to read it")
 
 
-def open_peaks(path: str | os.PathLike[str]) -> nib.Nifti1Pair:
-    """The NIfTI image object (header only, nothing read), or :class:`InputError`."""
-    file = Path(path)
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split()))
+
+
+def _load(file: Path) -> tuple[nib.Nifti1Pair, list[str]]:
+    """``nib.load`` with the header fixes nibabel reports (e.g. "pixdim[0] (qfac) should be 1 (default) or -1")
+    collected instead of printed: nibabel's logger writes them to stderr, beside the CLI's own lines."""
     _check_file(file)
+    logger = logging.getLogger("nibabel.global")
+    collect = _Collect()
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers[:], logger.propagate = [collect], False
     try:
         image = nib.load(file)
     except ImageFileError as error:
         raise InputError(f"{file}: not a NIfTI image ({_one_line(error)})") from error
     except Exception as error:  # nibabel raises many kinds for broken headers
         raise InputError(f"{file}: cannot read the header ({_one_line(error)})") from error
+    finally:
+        logger.handlers[:], logger.propagate = saved
     if not isinstance(image, (nib.Nifti1Pair, nib.Nifti2Pair)):
         raise InputError(f"{file}: is a {type(image).__name__}, not a NIfTI image")
+    return image, collect.messages
+
+
+def _warn_fixes(file: Path, messages: list[str]) -> None:
+    for message in messages:
+        log.warning("%s: nibabel fixed the header: %s", file, message)
+
+
+def open_peaks(path: str | os.PathLike[str]) -> nib.Nifti1Pair:
+    """The NIfTI image object (header only, nothing read), or :class:`InputError`."""
+    file = Path(path)
+    image, messages = _load(file)
+    _warn_fixes(file, messages)
     return image
 
 
@@ -97,8 +125,9 @@ def load_peaks(path: str | os.PathLike[str], cube: int = 144, n_classes: int = 7
     before the data is read. Raises :class:`InputError` for every problem (see the module docstring).
     """
     file = Path(path)
-    image = open_peaks(file)
+    image, messages = _load(file)
     facts = check_header(file, image, cube, n_classes)
+    _warn_fixes(file, messages)  # after the checks: a refused file gets its one error line only
     if facts.oblique_degrees > OBLIQUE_WARN_DEGREES:
         log.warning("%s: the voxel axes are oblique by %.1f degrees to the world axes; segmenting on the voxel "
                     "grid as upstream does (TractSeg expects MNI-aligned peaks)", file, facts.oblique_degrees)

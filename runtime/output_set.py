@@ -137,6 +137,13 @@ class StagedOutputs:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -169,9 +176,10 @@ def output_folder(outdir: Path, entries: list[str], force: bool, needed_bytes: i
                 staged.commit()
             except OSError as error:
                 if error.errno in NO_SPACE:
+                    staged.cleanup()  # first, so that the free space reported is what the user has
                     free = shutil.disk_usage(outdir).free
                     raise OutputError(f"{outdir}: no space left on the device while writing the outputs (they need "
-                                      f"up to {needed_bytes / 1e6:.0f} MB, {free / 1e6:.0f} MB free)") from None
+                                      f"up to {_size(needed_bytes)}, {_size(free)} free)") from None
                 raise
             finally:
                 staged.cleanup()
