@@ -127,8 +127,11 @@ def rows_summary(rows: list[dict[str, str]]) -> dict[str, Any]:
 
 
 def linear(points: list[tuple[float, float]], at: float) -> dict[str, Any]:
-    """The line through two (n, value) points, evaluated at ``at`` (an extrapolation, not a measurement)."""
+    """The line through two (n, value) points, evaluated at ``at`` (an extrapolation, not a measurement). A
+    slope <= 0 (no growth above the noise between the two points) gives the larger measured value, flagged."""
     (n1, v1), (n2, v2) = points
     slope = (v2 - v1) / (n2 - n1) if n2 != n1 else 0.0
+    flat = slope <= 0
     return {"points": [list(p) for p in points], "intercept": round(v1 - slope * n1, 6),
-            "per_subject": round(slope, 9), "at": at, "value": round(v1 + slope * (at - n1), 3)}
+            "per_subject": round(slope, 9), "at": at, "no_growth_measured": flat,
+            "value": round(max(v1, v2) if flat else v1 + slope * (at - n1), 3)}

@@ -134,7 +134,8 @@ def markdown(result: dict[str, Any]) -> str:
     for name, r in result["runs"].items():
         lines.append(f"| {name} | {r.get('subjects', '?')} | {r.get('to_run', '?')} | {r.get('workers', '?')} x "
                      f"{r.get('threads_per_worker') or '-'} | {r['wall_s']:.2f} | {r['subjects_per_s']:.2f} | "
-                     f"{r.get('subject_seconds_mean') or '-'} | {r.get('driver_peak_rss_mb') or '-'} | "
+                     f"{(r.get('to_run') and r.get('subject_seconds_mean')) or '-'} | "
+                     f"{r.get('driver_peak_rss_mb') or '-'} | "
                      f"{r.get('process_tree_max_rss_mb') or '-'} | {(r.get('load_average_before') or ['-'])[0]} |")
     lines += ["", "driver peak RSS: VmHWM of the runtime.cohort process itself (read at its exit); process tree "
               "max RSS: /usr/bin/time -v, the largest of the driver and every child it waited for (the Dask "
@@ -160,14 +161,16 @@ def markdown(result: dict[str, Any]) -> str:
     e = result["extrapolated_to"]
     if e:
         lines += ["", f"**At {e['subjects']:,} subjects ({e['note']}):**", "",
-                  "| figure | N=M | N=N | per extra subject | at 100,000 (EXTRAPOLATED) |", "|---|---|---|---|---|"]
+                  f"| figure | N={result['subjects']['m']} | N={result['subjects']['n']} | per extra subject | "
+                  f"at {e['subjects']:,} (EXTRAPOLATED) |", "|---|---|---|---|---|"]
         for key, label in (("rerun_decision_s", "rerun: time to find all done, s"),
                            ("rerun_driver_peak_rss_mb", "rerun: driver peak RSS, MB"),
                            ("first_run_driver_peak_rss_mb", "first run: driver peak RSS, MB"),
                            ("first_run_wall_s_tiny_subjects", "first run: wall s (these tiny subjects)")):
             f = e[key]
+            value = "no growth measured" if f["no_growth_measured"] else f"{f['value']:,.1f}"
             lines.append(f"| {label} | {f['points'][0][1]} | {f['points'][1][1]} | {f['per_subject']:.6f} | "
-                         f"{f['value']:,.1f} |")
+                         f"{value} |")
     return "\n".join(lines) + "\n"
 
 

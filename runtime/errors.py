@@ -23,6 +23,10 @@ class OutputError(TractSegError):
     """An output location that cannot be used (not writable, in use, full, or would overwrite an input)."""
 
 
+class MissingExtraError(TractSegError):
+    """A feature whose optional dependencies (an extra: qc, cohort, a backend) are not installed."""
+
+
 def one_line(error: BaseException, limit: int = 300) -> str:
     """An exception's message on one line, shortened to ``limit`` characters."""
     text = " ".join(str(error).split()) or type(error).__name__

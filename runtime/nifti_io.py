@@ -30,16 +30,15 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import secrets
 import stat
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
+from runtime.atomic import atomic_target
 from runtime.bundles import TASKS as OUTPUT_TYPES
 from runtime.errors import InputError, one_line
 from runtime.input_checks import OBLIQUE_WARN_DEGREES, check_header, check_values
@@ -215,19 +214,3 @@ def write_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: str | os.Pat
     with atomic_target(target) as temporary:
         nib.save(image, temporary)
     return target
-
-
-@contextmanager
-def atomic_target(target: Path) -> Iterator[Path]:
-    """A hidden temporary path beside ``target`` (same name ending, so the same format) to write to; when the
-    block succeeds it is fsynced and renamed over ``target``, on any failure it is removed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".tmp-{secrets.token_hex(6)}-{target.name}"
-    try:
-        yield temporary
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

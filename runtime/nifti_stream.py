@@ -19,7 +19,7 @@ import numpy as np
 from nibabel.openers import Opener
 from nibabel.volumeutils import array_to_file, seek_tell
 
-from runtime.nifti_io import atomic_target
+from runtime.atomic import atomic_target
 
 
 def nifti_header(shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray) -> nib.Nifti1Header:

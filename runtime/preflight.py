@@ -85,6 +85,11 @@ def _nearest_existing(path: Path) -> Path:
 
 def check_writable_dir(directory: Path) -> None:
     """``directory`` is, or can be created as, a folder we can write to (probed with a temporary file)."""
+    try:
+        os.stat(directory)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OutputError(f"{directory}: symbolic link loop") from None
     existing = _nearest_existing(directory)
     if not existing.is_dir():
         raise OutputError(f"{directory}: cannot be created, {existing} is not a directory")

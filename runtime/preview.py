@@ -24,7 +24,6 @@ from __future__ import annotations
 import colorsys
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,9 @@ from typing import Any
 import numpy as np
 from nibabel.affines import voxel_sizes
 from nibabel.orientations import apply_orientation, io_orientation
+
+from runtime.atomic import atomic_target
+from runtime.errors import MissingExtraError
 
 PILLOW_MISSING = "--preview needs Pillow: pip install 'tractseg-aot[qc]'"
 TARGET_VIEW_PIXELS = 360      # the longest view side is zoomed (integer factor) towards this many pixels
@@ -65,7 +67,7 @@ def _pillow() -> Any:
     try:
         from PIL import Image, ImageDraw, ImageFont
     except ImportError:
-        raise RuntimeError(PILLOW_MISSING) from None
+        raise MissingExtraError(PILLOW_MISSING) from None
     return Image, ImageDraw, ImageFont
 
 
@@ -195,15 +197,6 @@ class PreviewCanvas:
         """Write the PNG atomically (hidden temporary in the same folder, fsync, rename); no metadata chunks."""
         picture, _ = self.render()
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.parent / f".tmp-{secrets.token_hex(6)}-{target.name}"
-        try:
-            with open(temporary, "wb") as handle:
-                picture.save(handle, format="PNG", optimize=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        with atomic_target(target) as temporary:
+            picture.save(temporary, format="PNG", optimize=True)
         return target

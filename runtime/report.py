@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import resource
-import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from runtime.atomic import write_text_atomic
 from runtime.backends import Backend
 from runtime.manifest import Artifact, Manifest
 
@@ -86,14 +86,5 @@ def backend_record(backend: Backend, batch_size: int, nr_cpus: int | None) -> di
 
 
 def write_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write the JSON atomically (temporary name in the same folder, then rename)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".tmp-{secrets.token_hex(6)}-{target.name}"
-    try:
-        temporary.write_text(json.dumps(report, indent=1, default=str) + "\n")
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return target
+    """Write the JSON atomically."""
+    return write_text_atomic(path, json.dumps(report, indent=1, default=str) + "\n")

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from runtime.atomic import write_text_atomic
 
 VOLUME_DECIMALS = 4
 CENTROID_DECIMALS = 3
@@ -146,27 +147,9 @@ def statistics_document(per_bundle: Mapping[str, Mapping[str, Any]], meta: Mappi
     return document
 
 
-def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
-    """Write ``text`` (UTF-8) atomically: hidden temporary in the same folder, fsync, ``os.replace``; the
-    temporary is removed on any failure, so ``path`` is either the old file or the whole new one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".tmp-{secrets.token_hex(6)}-{target.name}"
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return target
-
-
 def write_statistics(document: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the JSON atomically (:func:`write_text_atomic`); key order is kept (bundle order). NaN/inf refused."""
-    return write_text_atomic(json.dumps(document, indent=1, allow_nan=False) + "\n", path)
+    return write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
 
 
 def read_statistics(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -31,7 +31,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from runtime.statistics import META_KEY, read_statistics, write_text_atomic
+from runtime.atomic import write_text_atomic
+from runtime.statistics import META_KEY, read_statistics
 
 OUTLIER_Z = 3.5
 MAD_SCALE = 1.4826          # MAD of a normal distribution's sample -> its standard deviation
@@ -99,7 +100,7 @@ def write_statistics_csv(outroot: str | os.PathLike[str], rows: Sequence[Row], p
     writer.writerow(["subject", *bundles])
     for row, line in zip(rows, volumes):
         writer.writerow([row.get("subject"), *("" if np.isnan(v) else repr(float(v)) for v in line)])
-    return write_text_atomic(buffer.getvalue(), path)
+    return write_text_atomic(path, buffer.getvalue())
 
 
 def _number(value: Any, digits: int = 1) -> str:
@@ -133,7 +134,7 @@ def _box_svg(values: np.ndarray, flagged: np.ndarray, names: Sequence[str]) -> s
 STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}h1{font-size:20px}h2{font-size:16px;
 margin-top:28px}table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;
 vertical-align:middle}th{background:#f3f3f3}tr.failed td{background:#fde8e8}tr.skipped td{color:#777}
-td.error{max-width:420px;font-family:monospace;font-size:12px;white-space:pre-wrap;word-break:break-word}
+td.error{min-width:260px;max-width:420px;font-family:monospace;font-size:12px;white-space:pre-wrap;word-break:break-word}
 .outlier{color:#b00;font-weight:bold}img.thumb{height:90px;border:1px solid #ccc}td.num{text-align:right;
 font-variant-numeric:tabular-nums}.summary span{margin-right:16px}"""
 
@@ -201,7 +202,7 @@ def report_html(outroot: str | os.PathLike[str], rows: Sequence[Row], page_dir: 
 def write_report_html(outroot: str | os.PathLike[str], rows: Sequence[Row], path: str | os.PathLike[str],
                       title: str) -> Path:
     """Write the self-contained HTML report atomically (see the module docstring for its structure)."""
-    return write_text_atomic(report_html(outroot, rows, Path(path).parent, title), path)
+    return write_text_atomic(path, report_html(outroot, rows, Path(path).parent, title))
 
 
 def rows_from_disk(outroot: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -1,12 +1,16 @@
-"""Shared by the runtime CLI tests: real bundles built with `python -m export` (cached), real NIfTI inputs."""
+"""Shared by the runtime CLI tests: real bundles built with `python -m export` (cached), real NIfTI inputs, and the
+CLI's contract for a refused run (one error line, exit status 1, nothing written)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -101,3 +105,122 @@ def read(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
 
 def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+# ---------------------------------------------------------------- the CLI's contract for a refused run
+
+PREFIX = "tractseg-aot: error: "
+STAGING_PREFIX = ".tractseg-aot-staging-"
+LOCK_NAME = ".tractseg-aot.lock"
+# stderr lines a refused run may print besides its one error line
+ALLOWED_WARNINGS = ("demo weights",)
+
+
+def check_one_error(err: str, expect: str | Sequence[str] = (), allowed: Sequence[str] = ALLOWED_WARNINGS) -> str:
+    """``err`` (a run's stderr) holds exactly one "tractseg-aot: error: " line, containing ``expect`` (one of them,
+    when a sequence), no traceback and no other line but the ``allowed`` warnings; returns the error line."""
+    lines = err.splitlines()
+    errors = [line for line in lines if line.startswith(PREFIX)]
+    others = [line for line in lines if not line.startswith(PREFIX) and not any(a in line for a in allowed)]
+    assert len(errors) == 1 and others == [], f"expected one error line, got:\n{err}"
+    assert "Traceback" not in err, err
+    options = [expect] if isinstance(expect, str) else list(expect)
+    assert not options or any(e in errors[0] for e in options), f"none of {options} in: {errors[0]}"
+    return errors[0]
+
+
+def refused(capsys, root: Path, *args, expect: str | Sequence[str], code: int = 1) -> str:
+    """Run the CLI in this process (runtime.run.main); it must fail with exit status ``code``, one error line
+    containing ``expect`` (2: argparse's usage error) and write nothing under ``root``. Returns the error line."""
+    from runtime.run import main
+
+    before = files_under(root)
+    if code == 2:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and (isinstance(expect, str) and expect in err), err
+        assert files_under(root) == before, "a refused run wrote files"
+        return err
+    assert main([str(a) for a in args]) == code
+    _, err = capsys.readouterr()
+    line = check_one_error(err, expect)
+    assert files_under(root) == before, "a refused run wrote files"
+    assert not (root / "out").exists()
+    return line
+
+
+def final_files(outdir: Path) -> list[Path]:
+    """Files under ``outdir`` under a final name: not in a hidden staging folder, not the lock file."""
+    return [p for p in files_under(outdir)
+            if not any(part.startswith(STAGING_PREFIX) for part in p.relative_to(outdir).parts)
+            and p.name != LOCK_NAME]
+
+
+def staging_folders(outdir: Path) -> list[Path]:
+    return sorted(outdir.glob(f"{STAGING_PREFIX}*")) if outdir.is_dir() else []
+
+
+def copy_bundle(source: str | os.PathLike[str], target: Path, with_artifact: bool = True,
+                link_artifact: bool = False) -> Path:
+    """A copy of a bundle's manifest (and model.onnx: copied, or a symbolic link to save 150 MB of copying)."""
+    target.mkdir(parents=True)
+    shutil.copy(os.path.join(source, "manifest.json"), target)
+    if link_artifact:
+        os.symlink(Path(source).resolve() / "model.onnx", target / "model.onnx")
+    elif with_artifact:
+        shutil.copy(os.path.join(source, "model.onnx"), target)
+    return target
+
+
+def edit_manifest(bundle: Path, change: Callable[[Any], Any]) -> Path:
+    """Rewrite ``bundle``/manifest.json with ``change(document)`` (its return value is written)."""
+    path = bundle / "manifest.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    return path
+
+
+def replace_artifact(bundle: Path, content: bytes, name: str = "model.onnx") -> Path:
+    """Put ``content`` in the bundle's artifact file and record its size and sha256 in the manifest: the checksum
+    matches, whatever the backend thinks of the file."""
+    target = bundle / name
+    target.unlink(missing_ok=True)
+    target.write_bytes(content)
+
+    def change(manifest):
+        manifest["files"][name] = {"size": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+        return manifest
+
+    edit_manifest(bundle, change)
+    return target
+
+
+def raw_nifti(path: Path, header: nib.Nifti1Header, payload: bytes = b"") -> Path:
+    """A NIfTI file written byte by byte from ``header`` (as it is: nibabel's checks and fixes on save are
+    skipped) and ``payload`` after the data offset; gzip-compressed for a .gz name."""
+    import gzip
+
+    offset = int(header.get_data_offset()) or header.single_vox_offset
+    header.set_data_offset(offset)
+    block = header.binaryblock
+    raw = block + b"\0" * (offset - len(block)) + payload
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw, mtime=0) if path.name.endswith(".gz") else raw)
+    return path
+
+
+def cli_command(*args) -> list[str]:
+    return [sys.executable, "-m", "runtime.run", *(str(a) for a in args)]
+
+
+def start_cli(*args, shell_prefix: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m runtime.run ARGS`` in a subprocess (text pipes), optionally after ``shell_prefix`` in bash
+    (e.g. ``ulimit -v 500000``)."""
+    command = cli_command(*args)
+    if shell_prefix:
+        import shlex
+
+        command = ["bash", "-c", f"{shell_prefix}; exec {shlex.join(command)}"]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 
 import nibabel as nib
 import numpy as np
@@ -13,35 +12,12 @@ import pytest
 
 from runtime.bundles import XTRACT_BUNDLES
 from runtime.run import main
-from tests.run_support import LAS, files_under, save_peaks, small_bundle, synthetic_peaks
-
-PREFIX = "tractseg-aot: error: "
+from tests.run_support import LAS, copy_bundle, files_under, refused, save_peaks, synthetic_peaks
 
 
 @pytest.fixture()
 def good(tmp_path):
     return save_peaks(tmp_path / "in" / "peaks.nii.gz", synthetic_peaks((12, 14, 11)))
-
-
-def refused(capsys, tmp_path, *args, expect: str, code: int = 1) -> str:
-    """Run the CLI; it must fail with one error line containing `expect` and write nothing under tmp_path."""
-    before = files_under(tmp_path)
-    if code == 2:
-        with pytest.raises(SystemExit) as exit_info:
-            main([str(a) for a in args])
-        assert exit_info.value.code == 2
-        err = capsys.readouterr().err
-        assert expect in err
-        return err
-    assert main([str(a) for a in args]) == code
-    out, err = capsys.readouterr()
-    errors = [line for line in err.splitlines() if line.startswith(PREFIX)]
-    others = [line for line in err.splitlines() if not line.startswith(PREFIX) and "demo weights" not in line]
-    assert len(errors) == 1 and others == [], err
-    assert expect in errors[0], errors[0]
-    assert files_under(tmp_path) == before, "a refused run wrote files"
-    assert not (tmp_path / "out").exists()
-    return errors[0]
 
 
 def run_args(path, tract_small, tmp_path, *extra):
@@ -146,14 +122,6 @@ def test_integer_data(capsys, tmp_path, tract_small):
 
 def test_missing_bundle(capsys, tmp_path, good):
     refused(capsys, tmp_path, *run_args(good, tmp_path / "no-bundle", tmp_path), expect="python -m export")
-
-
-def copy_bundle(source: str, target, with_artifact: bool = True):
-    target.mkdir()
-    shutil.copy(os.path.join(source, "manifest.json"), target)
-    if with_artifact:
-        shutil.copy(os.path.join(source, "model.onnx"), target)
-    return target
 
 
 def test_missing_artifact_file(capsys, tmp_path, tract_small, good):

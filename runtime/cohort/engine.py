@@ -15,7 +15,7 @@ from typing import Any
 
 from runtime.cohort.subjects import Subject
 from runtime.cohort.worker import process_subject
-from runtime.errors import TractSegError, one_line
+from runtime.errors import MissingExtraError, TractSegError, one_line
 
 DASK_MISSING = "runtime.cohort needs Dask for worker processes: pip install 'tractseg-aot[cohort]' (or --workers 0)"
 WORKER_MEMORY_GB = 2.5  # peak RSS of one worker, 72 bundles, HCP size (measured 1.7-2.0 GB) plus margin
@@ -39,7 +39,7 @@ def _dask():
         import dask
         import distributed
     except ImportError:
-        raise CohortError(DASK_MISSING) from None
+        raise MissingExtraError(DASK_MISSING) from None
     return dask, distributed
 
 
@@ -61,7 +61,7 @@ def run_subjects(subjects: list[Subject], outroot: str, args: argparse.Namespace
         try:
             if scheduler is None:
                 cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                   dashboard_address=None, memory_limit=0, silence_logs=40)
+                                                   dashboard_address=":0", memory_limit=0, silence_logs=40)
                 client = distributed.Client(cluster)
             else:
                 client = distributed.Client(scheduler, timeout="30s")

@@ -21,13 +21,13 @@ import csv
 import io
 import json
 import os
-import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.atomic import write_text_atomic
 from runtime.checksum import sha256_of
 from runtime.cohort.subjects import check_parts
 
@@ -56,22 +56,6 @@ class InputIdentity:
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's contents, read in 1 MiB blocks."""
     return sha256_of(path)
-
-
-def write_text_atomic(target: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``target`` through a hidden temporary file beside it: fsync, then ``os.replace``.
-    On any failure the temporary file is removed and an existing ``target`` is left as it was."""
-    temporary = target.parent / f".tmp-{secrets.token_hex(6)}-{target.name}"
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return target
 
 
 def canonical_options(options: Mapping[str, Any]) -> dict[str, Any]:
