@@ -157,7 +157,7 @@ def output_folder(outdir: Path, entries: list[str], force: bool, needed_bytes: i
     """Lock ``outdir``, clean stale staging, refuse existing outputs unless ``force``, stage, and commit when the
     block succeeds. Nothing is left under a final name on failure; a folder this call created is removed again.
     A full disk becomes an OutputError naming the folder and ``needed_bytes`` (an upper bound of the outputs)."""
-    created = not outdir.exists()
+    created = [folder for folder in (outdir, *outdir.parents) if not folder.exists()]  # innermost first
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -184,8 +184,8 @@ def output_folder(outdir: Path, entries: list[str], force: bool, needed_bytes: i
             finally:
                 staged.cleanup()
     finally:
-        if created:
+        for folder in created:  # only empty ones: a failed first run leaves no folder behind
             try:
-                outdir.rmdir()  # only when empty: a failed first run leaves no folder behind
+                folder.rmdir()
             except OSError:
-                pass
+                break
