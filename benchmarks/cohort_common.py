@@ -130,6 +130,9 @@ def linear(points: list[tuple[float, float]], at: float) -> dict[str, Any]:
     """The line through two (n, value) points, evaluated at ``at`` (an extrapolation, not a measurement). A
     slope <= 0 (no growth above the noise between the two points) gives the larger measured value, flagged."""
     (n1, v1), (n2, v2) = points
+    if v1 is None or v2 is None:  # not measured here (no /proc: not Linux)
+        return {"points": [list(p) for p in points], "at": at, "per_subject": None, "no_growth_measured": False,
+                "value": None}
     slope = (v2 - v1) / (n2 - n1) if n2 != n1 else 0.0
     flat = slope <= 0
     return {"points": [list(p) for p in points], "intercept": round(v1 - slope * n1, 6),

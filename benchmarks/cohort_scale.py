@@ -132,8 +132,9 @@ def markdown(result: dict[str, Any]) -> str:
              "driver peak RSS MB | process tree max RSS MB | load before |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["runs"].items():
-        lines.append(f"| {name} | {r.get('subjects', '?')} | {r.get('to_run', '?')} | {r.get('workers', '?')} x "
-                     f"{r.get('threads_per_worker') or '-'} | {r['wall_s']:.2f} | {r['subjects_per_s']:.2f} | "
+        on = f"{r.get('workers', '?')} x {r.get('threads_per_worker') or '-'}" if r.get("to_run") else "-"
+        lines.append(f"| {name} | {r.get('subjects', '?')} | {r.get('to_run', '?')} | {on} | {r['wall_s']:.2f} | "
+                     f"{r['subjects_per_s']:.2f} | "
                      f"{(r.get('to_run') and r.get('subject_seconds_mean')) or '-'} | "
                      f"{r.get('driver_peak_rss_mb') or '-'} | "
                      f"{r.get('process_tree_max_rss_mb') or '-'} | {(r.get('load_average_before') or ['-'])[0]} |")
@@ -168,6 +169,9 @@ def markdown(result: dict[str, Any]) -> str:
                            ("first_run_driver_peak_rss_mb", "first run: driver peak RSS, MB"),
                            ("first_run_wall_s_tiny_subjects", "first run: wall s (these tiny subjects)")):
             f = e[key]
+            if f["value"] is None:
+                lines.append(f"| {label} | - | - | - | not measured |")
+                continue
             value = "no growth measured" if f["no_growth_measured"] else f"{f['value']:,.1f}"
             lines.append(f"| {label} | {f['points'][0][1]} | {f['points'][1][1]} | {f['per_subject']:.6f} | "
                          f"{value} |")

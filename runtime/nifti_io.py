@@ -59,7 +59,7 @@ def _check_file(file: Path) -> None:
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise InputError(f"{file}: symbolic link loop") from None
-        if file.is_symlink():
+        if os.path.islink(file):  # (not Path.is_symlink: it raises for a name too long)
             raise InputError(f"{file}: broken symbolic link (target missing)") from None
         if error.errno == errno.ENOENT:
             raise InputError(f"{file}: no such file") from None

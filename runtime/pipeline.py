@@ -60,7 +60,7 @@ class ReadPeaks:
 class TractSegPipeline:
     """A verified bundle and a loaded backend for one model; :meth:`predict` runs one subject."""
 
-    def __init__(self, model: Model, manifest: Manifest, artifact: Artifact, backend: Backend,
+    def __init__(self, model: Model, manifest: Manifest, artifact: Artifact | None, backend: Backend,
                  threads: int | None):
         self.model, self.manifest, self.artifact, self.backend, self.threads = (model, manifest, artifact,
                                                                                 backend, threads)
@@ -94,8 +94,9 @@ class TractSegPipeline:
 
     def describe(self) -> str:
         b = self.backend
+        artifact = self.artifact.id if self.artifact else "(in-process model)"
         return (f"{self.model.name}: {b.name} {b.version} on {b.device} ({b.detail}), bundle "
-                f"{self.manifest.bundle_id} artifact {self.artifact.id}")
+                f"{self.manifest.bundle_id} artifact {artifact}")
 
     def read(self, peaks: PeaksInput | ReadPeaks) -> ReadPeaks:
         """The input in memory with every input check made (see :mod:`runtime.input_checks`)."""
@@ -138,7 +139,8 @@ class TractSegPipeline:
         """What ran: the bundle, the verified artifact and the backend (for reports)."""
         from runtime.report import artifact_record, backend_record
 
-        return {"model": self.model.name, "artifact": artifact_record(self.manifest, self.artifact),
+        return {"model": self.model.name,
+                "artifact": artifact_record(self.manifest, self.artifact) if self.artifact else None,
                 "backend": backend_record(self.backend, self.manifest.batch_size, self.threads)}
 
 

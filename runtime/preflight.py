@@ -90,8 +90,12 @@ def check_writable_dir(directory: Path) -> None:
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise OutputError(f"{directory}: symbolic link loop") from None
+        if error.errno not in (errno.ENOENT, errno.ENOTDIR):  # e.g. a name too long
+            raise OutputError(f"{directory}: cannot be used ({error.strerror or error})") from None
     existing = _nearest_existing(directory)
     if not existing.is_dir():
+        if existing == directory:
+            raise OutputError(f"{directory}: exists and is not a directory")
         raise OutputError(f"{directory}: cannot be created, {existing} is not a directory")
     try:
         handle, probe = tempfile.mkstemp(prefix=".tractseg-aot-probe-", dir=existing)
@@ -128,16 +132,18 @@ def check_outputs(files: Sequence[Path], force: bool, report: Path | None = None
             if _same_file(report, f) or _resolved(report) in _resolved(f).parents:
                 raise OutputError(f"--report {report}: is one of the outputs ({f})")
     for folder in dict.fromkeys(f.parent for f in files):
-        if folder.exists() and not folder.is_dir():
-            raise OutputError(f"{folder}: exists and is not a directory")
         check_writable_dir(folder)
     if report is not None:
         try:
-            if report.parent.exists() and not report.parent.is_dir():
-                raise OutputError(f"{report.parent}: exists and is not a directory")
             check_writable_dir(report.parent)
         except OutputError as error:
             raise OutputError(f"--report {report}: {error}") from None
+    for path in [*files, *([report] if report else [])]:
+        try:
+            os.lstat(path)
+        except OSError as error:
+            if error.errno != errno.ENOENT:  # e.g. a file name too long
+                raise OutputError(f"{path}: cannot be written ({error.strerror or error})") from None
     existing = [f for f in [*files, *([report] if report else [])] if f.exists() or f.is_symlink()]
     for f in existing:
         if f.is_dir():
