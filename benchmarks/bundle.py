@@ -3,6 +3,7 @@ export sources and arguments, or an existing bundle given with --bundle (read on
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import hashlib
 import shutil
 import subprocess
@@ -64,3 +65,34 @@ def describe(manifest: Manifest) -> dict[str, Any]:
 
 def open_bundle(path: Path) -> Manifest:
     return load_manifest(path)
+
+
+@dataclass(frozen=True)
+class BenchStart:
+    """What every benchmark command begins with: its clock, start stamp, results folder, machine facts, and the
+    bundle (given with --bundle, or built/reused from the cache)."""
+
+    t0: float
+    started: str
+    outdir: Path
+    machine: dict[str, Any]
+    path: Path
+    how: dict[str, Any]
+    manifest: Manifest
+
+
+def start_run(mode: str, out: Path | None, bundle: Path | None, export: list[str], log=print) -> BenchStart:
+    from datetime import datetime, timezone
+
+    from benchmarks.machine import machine_info
+
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    machine = machine_info()
+    log(f"[bench] {mode}: {machine['cpu_model']}, load average {machine['load_average_at_start']}")
+    if bundle:
+        path, how = Path(bundle), {"reused": str(bundle)}
+    else:
+        path, how = cached_bundle(export, log=log)
+    outdir = out or OUT / f"{started.replace(':', '')}-{mode}"
+    return BenchStart(t0, started, Path(outdir), machine, path, how, open_bundle(path))

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,6 @@ WORKERS = re.compile(r"(\d+) worker\(s\) x (\d+) thread\(s\)")
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def python_module(module: str, args: list[str]) -> list[str]:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import bundle as bundles
-from benchmarks.cohort_common import (failure, linear, log, plan, python_module, rows_summary, stamp, table_rows,
+from benchmarks.cohort_common import (failure, linear, log, plan, python_module, rows_summary, table_rows,
                                       timed)
-from benchmarks.machine import machine_info, machine_kind
+from benchmarks.machine import machine_kind
 from benchmarks.report import write_json_md
 
 TARGET = 100_000
@@ -60,16 +60,10 @@ def derived(first: dict[str, Any], inproc: dict[str, Any], n: int, m: int) -> di
 
 
 def run(args) -> tuple[dict[str, Any], str, dict[str, Path]]:
-    t0 = time.perf_counter()
-    started = stamp()
-    outdir = args.out or bundles.OUT / f"{started.replace(':', '')}-cohort-scale"
-    machine = machine_info()
-    log(f"[bench] cohort-scale: {machine['cpu_model']}, load average {machine['load_average_at_start']}")
-    if args.bundle:
-        path, how = args.bundle, {"reused": str(args.bundle)}
-    else:
-        path, how = bundles.cached_bundle(bundles.export_args(0, 16, 3, "onnx", "cpu"), log=log)
-    manifest = bundles.open_bundle(path)
+    begin = bundles.start_run("cohort-scale", args.out, args.bundle, bundles.export_args(0, 16, 3, "onnx", "cpu"),
+                              log=log)
+    t0, started, outdir, machine, path, how, manifest = (begin.t0, begin.started, begin.outdir, begin.machine,
+                                                         begin.path, begin.how, begin.manifest)
     from export.demo_input import write_demo_peaks
 
     n = args.subjects

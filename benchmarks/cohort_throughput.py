@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import bundle as bundles
-from benchmarks.cohort_common import failure, log, plan, python_module, rows_summary, stamp, table_rows, timed
-from benchmarks.machine import REPO, machine_info, machine_kind
+from benchmarks.cohort_common import failure, log, plan, python_module, rows_summary, table_rows, timed
+from benchmarks.machine import REPO, machine_kind
 from benchmarks.report import write_json_md
 from runtime.backends import choose
 from runtime.cohort.engine import default_workers
@@ -77,17 +77,10 @@ def cohort(inputs: Path, out: Path, run_args: list[str], extra: list[str]) -> di
 
 
 def run(args) -> tuple[dict[str, Any], str, dict[str, Path]]:
-    t0 = time.perf_counter()
-    started = stamp()
-    outdir = args.out or bundles.OUT / f"{started.replace(':', '')}-cohort-throughput"
-    machine = machine_info()
-    log(f"[bench] cohort-throughput: {machine['cpu_model']}, load average {machine['load_average_at_start']}")
-    if args.bundle:
-        path, how = args.bundle, {"reused": str(args.bundle)}
-    else:
-        path, how = bundles.cached_bundle(bundles.export_args(args.seed, args.slice_size, args.batch_size,
-                                                              args.formats, "cpu"), log=log)
-    manifest = bundles.open_bundle(path)
+    begin = bundles.start_run("cohort-throughput", args.out, args.bundle, bundles.export_args(
+        args.seed, args.slice_size, args.batch_size, args.formats, "cpu"), log=log)
+    t0, started, outdir, machine, path, how, manifest = (begin.t0, begin.started, begin.outdir, begin.machine,
+                                                         begin.path, begin.how, begin.manifest)
     backend, device = choose(args.backend, args.device, manifest)
     shape = tuple(int(s) for s in args.shape.split(","))
     inputs = outdir / "inputs"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from benchmarks import bundle as bundles
 from benchmarks import latency, runners, subject
 from benchmarks.drift import gate, load_masks, mask_agreement, probability_drift
 from benchmarks.flops import macs_per_slice
-from benchmarks.machine import load_average, machine_info, machine_kind
+from benchmarks.machine import load_average, machine_kind
 from benchmarks.report import publish, write_all
 from runtime.backends import BACKENDS
 
@@ -22,17 +21,10 @@ def log(message: str) -> None:
 
 
 def run(args) -> tuple[dict[str, Any], dict[str, Path]]:
-    t0 = time.perf_counter()
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    outdir = args.out or bundles.OUT / f"{started.replace(':', '')}-{args.mode}"
-    machine = machine_info()
-    log(f"[bench] {args.mode}: {machine['cpu_model']}, load average {machine['load_average_at_start']}")
-    if args.bundle:
-        path, how = args.bundle, {"reused": str(args.bundle)}
-    else:
-        path, how = bundles.cached_bundle(bundles.export_args(args.seed, args.slice_size, args.batch_size,
-                                                              args.formats, args.platforms), log=log)
-    manifest = bundles.open_bundle(path)
+    begin = bundles.start_run(args.mode, args.out, args.bundle, bundles.export_args(
+        args.seed, args.slice_size, args.batch_size, args.formats, args.platforms), log=log)
+    t0, started, outdir, machine, path, how, manifest = (begin.t0, begin.started, begin.outdir, begin.machine,
+                                                         begin.path, begin.how, begin.manifest)
     seed, C, S, B = bundles.random_seed(manifest), manifest.n_classes, manifest.slice_size, manifest.batch_size
     from export.sample_inputs import check_batches
 
