@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,13 +81,26 @@ def remove_stale_staging(outdir: Path) -> None:
 
 @contextmanager
 def signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done (they are delivered after it)."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """SIGINT and SIGTERM wait until the block is done (they are delivered after it).
+
+    Python runs signal handlers in the main thread, whichever thread the kernel delivered the signal to, so
+    blocking them in this thread (pthread_sigmask) is not enough: a backend's thread pool does not block them,
+    and the handler would still raise in the middle of the block. In the main thread the handlers are swapped
+    for ones that only note the signal, which is raised again after the block; in another thread no handler
+    can interrupt the block (it runs in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
 
 
 class StagedOutputs:

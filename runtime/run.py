@@ -221,33 +221,54 @@ def save_traceback() -> str:
     return path
 
 
-def guarded(action, quiet: bool = False) -> int:
+def guarded(action, quiet: bool = False, final: bool = False) -> int:
     """Run ``action()`` with the CLI's contract: one line and exit 1 for a user error, 130 / 143 for SIGINT /
-    SIGTERM, 3 and a saved traceback for a bug."""
+    SIGTERM, 3 and a saved traceback for a bug.
+
+    Once the outcome is settled (the action returned, or its exception was caught) a signal changes nothing: the
+    handlers then return quietly, so a SIGINT that arrived during a backend's C++ teardown and is handled at the
+    next bytecode cannot raise KeyboardInterrupt out of here (a traceback). ``final``: the process exits next
+    (the command line), so SIGINT and SIGTERM are then ignored rather than handed back: Python restores the
+    default handlers while it shuts down, and a late signal (the backend's threads do not block it) would kill
+    the exit with status -2 / -15."""
     configure_logging(quiet)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    settled = False
+
+    def on_signal(signum: int, frame) -> None:
+        if not settled:
+            raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     committed_before = len(COMMITTED)
     try:
         action()
+        settled = True
     except TractSegError as error:
+        settled = True
         print(f"{PROG}: error: {one_line(error, 1000)}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
+        settled = True
         print(f"{PROG}: interrupted, {_written_since(committed_before)}", file=sys.stderr, flush=True)
         return 130
     except Terminated:
+        settled = True
         print(f"{PROG}: terminated, {_written_since(committed_before)}", file=sys.stderr, flush=True)
         return 143
     except MemoryError:
+        settled = True
         print(f"{PROG}: error: out of memory", file=sys.stderr, flush=True)
         return 1
     except Exception as error:
+        settled = True
         where = save_traceback()
         print(f"{PROG}: internal error, please report: {type(error).__name__}: {one_line(error, 300)} "
               f"(traceback saved to {where})", file=sys.stderr, flush=True)
         return 3
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        settled = True  # (an exception none of the above catch, e.g. SystemExit, goes on unchanged)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_IGN if final else handler if handler is not None else signal.SIG_DFL)
     return 0
 
 
@@ -259,10 +280,6 @@ def _written_since(committed_before: int) -> str:
         return "no outputs written"
     return f"after the outputs under {done[-1]} were written" + (f" ({len(done)} output folders)" if len(done) > 1
                                                                   else "")
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                                   f"outputs were written under {COMMITTED[-1] if COMMITTED else 'the output folder'}"
                                   ) from None
 
-    return guarded(action, args.quiet)
+    return guarded(action, args.quiet, final=argv is None)  # argv None: the command line (python -m, console script)
 
 
 if __name__ == "__main__":

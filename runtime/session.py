@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,7 @@ class BundleHooks:
         from runtime import statistics as stats
 
         self.segmentation, self.probabilities = segmentation, probabilities
+        self.seconds = 0.0  # time spent on statistics and preview (reported: their cost)
         self.stats = None
         if statistics:
             meta = {"subject": subject, "model": model, "source": segmentation.source}
@@ -56,6 +58,11 @@ class BundleHooks:
                                         f"{subject}  |  {model}")
 
     def add(self, index: int, name: str, volume: np.ndarray) -> None:
+        started = time.perf_counter()
+        self._add(index, name, volume)
+        self.seconds += time.perf_counter() - started
+
+    def _add(self, index: int, name: str, volume: np.ndarray) -> None:
         if self.stats is not None:
             if self.probabilities:
                 self.stats.add_probability(name, volume)
@@ -65,6 +72,12 @@ class BundleHooks:
             self.canvas.add_bundle(index, volume > 0.5 if self.probabilities else volume)
 
     def finish(self, staged: StagedOutputs) -> list[Path]:
+        started = time.perf_counter()
+        written = self._finish(staged)
+        self.seconds += time.perf_counter() - started
+        return written
+
+    def _finish(self, staged: StagedOutputs) -> list[Path]:
         written = []
         if self.stats is not None:
             self.stats.write(staged.path(STATISTICS_FILE))

@@ -33,6 +33,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -100,7 +101,8 @@ def peaks_data(rng: np.random.Generator, shape: tuple[int, ...] | None = None) -
 
 def save(path: Path, data: np.ndarray, affine: np.ndarray = LAS) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, affine), path)
+    wide = data.dtype in (np.int64, np.uint64)  # nibabel wants these asked for explicitly
+    nib.save(nib.Nifti1Image(data, affine, dtype=data.dtype if wide else None), path)
     return path
 
 
@@ -616,7 +618,8 @@ def make_case(seed: int, index: int, root: Path, bundle: str) -> Case:
 
 
 def snapshot(root: Path) -> dict[str, tuple]:
-    """Every entry under ``root`` (symbolic links not followed): kind, size, mtime."""
+    """Every entry under ``root`` (symbolic links not followed): kind, size, mtime (not for folders: the
+    writability probe creates and removes a file in an output folder, which touches the folder's mtime)."""
     found = {}
     for folder, dirs, files in os.walk(root, followlinks=False):
         for name in dirs + files:
@@ -625,8 +628,9 @@ def snapshot(root: Path) -> dict[str, tuple]:
                 info = path.lstat()
             except OSError:
                 continue
-            found[str(path.relative_to(root))] = (info.st_mode >> 12, 0 if name in dirs else info.st_size,
-                                                  info.st_mtime_ns)
+            folder_entry = stat.S_ISDIR(info.st_mode)
+            found[str(path.relative_to(root))] = (info.st_mode >> 12, 0 if folder_entry else info.st_size,
+                                                  0 if folder_entry else info.st_mtime_ns)
     return found
 
 
@@ -777,9 +781,12 @@ def judge(case: Case, code: int | None, out: str, err: str, before: dict, after:
         if case.outdir is not None:
             names = final_names(case.outdir)
             want = expected_outputs(case)
-            if names != want:
-                violations.append(f"output set incomplete or extra: missing {sorted(want - names)[:3]}, extra "
-                                  f"{sorted(names - want)[:3]}")
+            there = {str((case.root / k).relative_to(case.outdir)) for k in before
+                     if case.outdir in (case.root / k).parents}  # e.g. the input, when -o is its folder
+            missing, extra = want - names, names - want - there
+            if missing or extra:
+                violations.append(f"output set incomplete or extra: missing {sorted(missing)[:3]}, extra "
+                                  f"{sorted(extra)[:3]}")
             leftovers = [n for n in os.listdir(case.outdir) if n.startswith(STAGING_PREFIX) or n == LOCK_NAME]
             if leftovers:
                 violations.append(f"left behind: {leftovers}")
@@ -862,30 +869,40 @@ def default_bundle() -> str:
 
 
 def fuzz(cases: int = 80, seed: int = 0, bundle: str | None = None, only: int | None = None,
-         keep: Path | None = None, out=None) -> list[tuple[Case, Outcome]]:
-    """Run the cases; returns them with their outcomes (a violation is in ``outcome.violations``)."""
+         root: Path | None = None, keep: bool = False, out=None) -> list[tuple[Case, Outcome]]:
+    """Run the cases (or case ``only``) in folders under ``root`` (default: a new temporary folder); returns them
+    with their outcomes (a violation is in ``outcome.violations``). A passing case's folder is removed unless
+    ``keep``; a failing one's is kept, and named."""
     out = out or sys.stdout
     bundle = bundle or default_bundle()
-    root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tractseg-aot-fuzz-"))
+    made = root is None
+    root = Path(root) if root else Path(tempfile.mkdtemp(prefix="tractseg-aot-fuzz-"))
     root.mkdir(parents=True, exist_ok=True)
+    keep = keep or only is not None
     results = []
-    try:
-        indices = [only] if only is not None else range(cases)
-        print(f"{'case':>4}  {'kind':<9} {'mode':<10} {'exit':>5} {'s':>6}  detail -> outcome", file=out)
-        for index in indices:
+    print(f"{'case':>4}  {'kind':<9} {'mode':<10} {'exit':>5} {'s':>6}  detail -> outcome", file=out)
+    for index in [only] if only is not None else range(cases):
+        try:
             case = make_case(seed, index, root, bundle)
-            outcome = run_case(case)
-            results.append((case, outcome))
-            flag = "  VIOLATION: " + "; ".join(outcome.violations) if outcome.violations else ""
-            print(f"{index:>4}  {case.kind:<9} {case.mode:<10} {str(outcome.code):>5} {outcome.seconds:6.2f}  "
-                  f"{case.detail[:60]!s} -> {outcome.note[:110]}{flag}", file=out, flush=True)
-            if outcome.violations and only is None:
-                print(f"      argv: {shlex.join(case.argv)}\n      stderr: {outcome.err.strip()[-1500:]}", file=out)
-            if not outcome.violations and only is None and not keep:
-                shutil.rmtree(case.root, ignore_errors=True)
-    finally:
-        if not keep and only is None:
-            shutil.rmtree(root, ignore_errors=True)
+        except Exception as error:  # a bug of this fuzzer: reported as a violation, the run goes on
+            case = Case(index=index, kind="generator", detail=f"{type(error).__name__}: {error}"[:200], root=root)
+            results.append((case, Outcome(None, "", "", 0.0, [f"case generator failed: {case.detail}"])))
+            print(f"{index:>4}  generator error: {case.detail}", file=out, flush=True)
+            continue
+        outcome = run_case(case)
+        results.append((case, outcome))
+        flag = "  VIOLATION: " + "; ".join(outcome.violations) if outcome.violations else ""
+        print(f"{index:>4}  {case.kind:<9} {case.mode:<10} {str(outcome.code):>5} {outcome.seconds:6.2f}  "
+              f"{case.detail[:60]!s} -> {outcome.note[:110]}{flag}", file=out, flush=True)
+        if outcome.violations:
+            print(f"      folder: {case.root}\n      argv: {shlex.join(case.argv)}\n"
+                  f"      stderr: {outcome.err.strip()[-1500:]}", file=out, flush=True)
+        elif not keep:
+            shutil.rmtree(case.root, ignore_errors=True)
+    if made and not keep and not any(o.violations for _, o in results):
+        shutil.rmtree(root, ignore_errors=True)
+    elif keep or any(o.violations for _, o in results):
+        print(f"case folders kept under {root}", file=out)
     return results
 
 
@@ -909,14 +926,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cases < 1:
         p.error("--cases must be at least 1")
-    keep = args.keep
-    if args.only is not None and keep is None:
-        keep = Path(tempfile.mkdtemp(prefix="tractseg-aot-fuzz-case-"))
     started = time.perf_counter()
-    results = fuzz(args.cases, args.seed, args.bundle, args.only, keep)
+    results = fuzz(args.cases, args.seed, args.bundle, args.only, root=args.keep, keep=args.keep is not None)
     print(summary(results) + f" (wall {time.perf_counter() - started:.1f} s)")
-    if keep:
-        print(f"case folders kept under {keep}")
     return 1 if any(outcome.violations for _, outcome in results) else 0
 
 

@@ -21,10 +21,10 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "iree": ("runtime.backends.iree_backend", "iree.runtime", "iree"),
     "tensorflow": ("runtime.backends.tensorflow_backend", "tensorflow", "tensorflow"),
 }
-# `--backend auto`: the fastest installed backend for the device, measured on this project's benchmark
-# (benchmarks/README.md). OpenVINO has no CUDA device.
 # how a backend's C++ says it ran out of memory (ONNX Runtime, OpenVINO: std::bad_alloc or their own words)
 OUT_OF_MEMORY = ("bad_alloc", "Failed to allocate", "out of memory", "Cannot allocate memory")
+# `--backend auto`: the fastest installed backend for the device, measured on this project's benchmark
+# (benchmarks/README.md). OpenVINO has no CUDA device.
 AUTO_ORDER = {
     "cpu": ("openvino", "onnxruntime", "iree", "tensorflow"),
     "cuda": ("onnxruntime", "iree", "tensorflow"),

@@ -1,0 +1,21 @@
+"""The hostile-input fuzzer (tests/fuzz.py) as part of the fast suite: 60 cases with a fixed seed, every one of
+them held to the CLI's contract (exit 0 and a complete output set, or exit 1 with one error line and nothing
+written; never a traceback, an internal error or a timeout). Rerun a failing case with
+``python -m tests.fuzz --seed 0 --case I``."""
+from __future__ import annotations
+
+import io
+
+from tests.fuzz import fuzz, summary
+
+CASES, SEED = 60, 0
+
+
+def test_fuzz_60_cases(tract_small, tmp_path):
+    table = io.StringIO()
+    results = fuzz(CASES, SEED, tract_small, root=tmp_path, out=table)
+    assert len(results) == CASES
+    kinds = {case.kind for case, _ in results}
+    assert {"gzip", "header", "dtype", "shape", "affine", "values", "manifest", "path"} <= kinds, kinds
+    failed = [(case, outcome) for case, outcome in results if outcome.violations]
+    assert not failed, f"{summary(results)}\n{table.getvalue()}"
