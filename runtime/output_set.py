@@ -166,11 +166,25 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def check_foreign_files(existing: list[Path], files: set[Path]) -> None:
+    """An existing output folder about to be replaced may hold only files this run writes (and hidden ones)."""
+    for entry in existing:
+        if entry.is_dir() and not entry.is_symlink():
+            for path in sorted(entry.rglob("*")):
+                if not path.is_dir() and path not in files and not path.name.startswith("."):
+                    raise OutputError(f"{entry}: holds {path.name}, which this run does not write; --force replaces "
+                                      "the whole folder, so move that file away or choose another output folder")
+
+
 @contextmanager
-def output_folder(outdir: Path, entries: list[str], force: bool, needed_bytes: int) -> Iterator[StagedOutputs]:
+def output_folder(outdir: Path, files: list[Path], force: bool, needed_bytes: int) -> Iterator[StagedOutputs]:
     """Lock ``outdir``, clean stale staging, refuse existing outputs unless ``force``, stage, and commit when the
-    block succeeds. Nothing is left under a final name on failure; a folder this call created is removed again.
-    A full disk becomes an OutputError naming the folder and ``needed_bytes`` (an upper bound of the outputs)."""
+    block succeeds. ``files`` are the final paths of every output (under ``outdir``); each top-level entry that
+    holds them is renamed into place as one. Under ``force`` an existing entry is replaced whole, so it is refused
+    when it holds files this run does not write (a user's own files are never deleted). Nothing is left under a
+    final name on failure; a folder this call created is removed again. A full disk becomes an OutputError naming
+    the folder and ``needed_bytes`` (an upper bound of the outputs)."""
+    entries = list(dict.fromkeys(p.relative_to(outdir).parts[0] for p in files))
     created = [folder for folder in (outdir, *outdir.parents) if not folder.exists()]  # innermost first
     try:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +198,7 @@ def output_folder(outdir: Path, entries: list[str], force: bool, needed_bytes: i
             if existing and not force:
                 more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
                 raise OutputError(f"{existing[0]}{more} already exist(s); use --force to overwrite")
+            check_foreign_files(existing, set(files))
             try:
                 staged.staging.mkdir()
                 yield staged

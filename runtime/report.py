@@ -57,7 +57,9 @@ def peak_rss_mb() -> float:
     CLI started by a 2 GB parent reported the parent's peak (measured: 1934 MB for a 13 MB child).
     """
     try:
-        for line in open("/proc/self/status").read().splitlines():
+        with open("/proc/self/status") as status:
+            lines = status.read().splitlines()
+        for line in lines:
             if line.startswith("VmHWM:"):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:

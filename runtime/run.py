@@ -32,7 +32,7 @@ from runtime.bundles import model_for
 from runtime.pipeline import ReadPeaks, TractSegPipeline, read_peaks
 from runtime.preflight import check_outputs, open_manifest, resolve_bundle_dir
 from runtime.report import package_versions, peak_rss_mb, write_report
-from runtime.segmentation import SaveOptions, entries_of
+from runtime.segmentation import SaveOptions
 from runtime.session import (PREVIEW_FILE, STATISTICS_FILE, BundleHooks, Progress, first_peak_length,
                              preview_dependency_check)
 
@@ -127,7 +127,7 @@ def segment_subject(pipeline: TractSegPipeline, peaks: str | ReadPeaks, outdir: 
     del given_peaks
     background = first_peak_length(given.data) if args.preview else None
     needed = model.n_classes * given.data[..., 0].size * 4 + (2 << 20)  # outputs are at most 4 bytes a voxel
-    with output_folder(outdir, entries_of(outdir, files + extras), args.force, needed) as staged:
+    with output_folder(outdir, files + extras, args.force, needed) as staged:
         with progress.bar(3 * pipeline.manifest.slice_size, "slice") as advance:
             segmentation = pipeline.predict(given, advance)
         del given
@@ -142,6 +142,8 @@ def segment_subject(pipeline: TractSegPipeline, peaks: str | ReadPeaks, outdir: 
             written = segmentation.write_into(staged, options, on_bundle)
             written += hooks.finish(staged)
         timings = {**segmentation.timings, "postprocess_write": round(time.perf_counter() - t0, 3)}
+        if hooks.stats is not None or hooks.canvas is not None:
+            timings["of_which_statistics_preview"] = round(hooks.seconds, 3)
     timings["total"] = round(time.perf_counter() - started, 3)
     stats = segmentation.slices
     log.info("wrote %d file(s) under %s (%d slices run, %d empty slices skipped)", len(written), outdir,
@@ -174,12 +176,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     options = save_options(args)
     files = output_paths(model.task, model.bundles, options.single_file, options.probabilities, outdir)
     check_outputs(files + extra_files(args, outdir), args.force, report_path, inputs=[Path(args.peaks)])
+    started = time.perf_counter()
     given = read_peaks(args.peaks, manifest.slice_size, model.n_classes)
+    read_seconds = round(time.perf_counter() - started, 3)
     _, bbox = crop_to_nonzero(given.data)  # the cube-aspect check again in predict, here before the backend opens
     check_cube_aspect(given.source, tuple(b - a for a, b in bbox))
     pipeline = open_pipeline(args)
     log.info("%s", pipeline.describe())
     report = segment_subject(pipeline, given, outdir, args, subject_name(args.peaks), report_path)
+    report["timings_s"]["load"] = read_seconds
     report["command"] = ["python", "-m", "runtime.run", *args.argv]
     return report
 

@@ -108,7 +108,7 @@ class Segmentation:
         """Write upstream's output layout under ``outdir``, all or nothing; returns the files."""
         options = SaveOptions(single_file, probabilities, postprocess)
         root = Path(outdir)
-        with output_folder(root, entries_of(root, self.files(root, options)), force,
+        with output_folder(root, self.files(root, options), force,
                            self.needed_bytes(options)) as staged:
             written = self.write_into(staged, options)
         return written
@@ -121,8 +121,3 @@ class Segmentation:
         staged_paths = tuple(staged.path(p.relative_to(staged.outdir)) for p in final)
         written, _ = write_outputs(self.fused, self._spec(options, staged_paths), on_bundle)
         return [staged.outdir / p.relative_to(staged.staging) for p in written]
-
-
-def entries_of(outdir: Path, files: list[Path]) -> list[str]:
-    """The top-level names under ``outdir`` that hold ``files`` (each renamed into place as one)."""
-    return list(dict.fromkeys(p.relative_to(outdir).parts[0] for p in files))

@@ -104,7 +104,15 @@ def write_statistics_csv(outroot: str | os.PathLike[str], rows: Sequence[Row], p
 
 
 def _number(value: Any, digits: int = 1) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+    """A number, from the runner's rows or from cohort.csv's text cells; "" for anything else."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return ""
+    return f"{value:.{digits}f}"
 
 
 def _text(value: Any) -> str:

@@ -298,6 +298,18 @@ def test_existing_outputs_are_refused_unless_force(tract_small, peaks, tmp_path,
     assert [p.name for p in out.iterdir()] == ["bundle_segmentations.nii.gz"]  # no temporary files left
 
 
+def test_force_replaces_the_folder_but_never_a_users_own_file(tract_small, peaks, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(capsys, peaks, "-o", out, "--artifacts", tract_small, "--quiet")[0] == 0
+    folder = out / "bundle_segmentations"
+    assert cli(capsys, peaks, "-o", out, "--artifacts", tract_small, "--quiet", "--force")[0] == 0
+    assert len(list(folder.iterdir())) == 72
+    (folder / "notes.txt").write_text("mine")
+    code, _, err = cli(capsys, peaks, "-o", out, "--artifacts", tract_small, "--quiet", "--force")
+    assert code == 1 and "holds notes.txt, which this run does not write" in err
+    assert (folder / "notes.txt").read_text() == "mine" and len(list(folder.iterdir())) == 73
+
+
 def test_artifacts_from_environment(tract_small, peaks, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TRACTSEG_AOT_ARTIFACTS", tract_small)  # a bundle dir
     assert cli(capsys, peaks, "-o", tmp_path / "a", "--quiet", "--single_output_file")[0] == 0

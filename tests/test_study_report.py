@@ -163,6 +163,9 @@ def test_rerun_gives_same_files(cohort) -> None:
     before = {name: (outroot / name).read_bytes() for name in ("statistics.csv", "report.html")}
     write_study_report(outroot, rows)
     assert before == {name: (outroot / name).read_bytes() for name in ("statistics.csv", "report.html")}
+    as_text = [{k: "" if v is None else str(v) for k, v in row.items()} for row in rows]  # cohort.csv's cells
+    write_study_report(outroot, as_text)
+    assert before == {name: (outroot / name).read_bytes() for name in ("statistics.csv", "report.html")}
     recovered = rows_from_disk(outroot)                              # rows lost: rebuilt from statistics.json
     assert [(r["subject"], r["status"]) for r in recovered] == [(s, "done") for s in ("sub-01", "sub-02", "sub-04",
                                                                                       "sub-05")]

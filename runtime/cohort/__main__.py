@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     def action() -> None:
         status["code"] = study(args)
 
-    code = guarded(action, args.quiet)
+    code = guarded(action, args.quiet, final=argv is None)
     return code or status["code"]
 
 
