@@ -26,3 +26,13 @@ def tract_small(request) -> str:
 @pytest.fixture(scope="session")
 def endings_small(request) -> str:
     return str(small_bundle(request.config, "endings_segmentation"))
+
+
+@pytest.fixture(scope="session")
+def full_bundle(request) -> Path:
+    """The full-size (S=144, batch 4) bundle with every format for cpu and cuda, seed 0: built once, shared by the
+    full-size tests (and by the CI's benchmark run, which .ci/run points at it)."""
+    from tests.run_support import build_bundle, bundle_cache
+
+    return build_bundle(bundle_cache(request.config), formats=("stablehlo", "iree", "savedmodel", "onnx"),
+                        size=144, seed=0, batch_size=4, platforms=("cpu", "cuda"))

@@ -19,7 +19,6 @@ from export.weights import model_from_state_dict, random_state_dict
 from runtime.backends import installed_backends
 from runtime.manifest import load_manifest
 from tests.no_jax import run_python
-from tests.run_support import build_bundle, bundle_cache
 
 pytestmark = pytest.mark.fullsize
 TOL = 1e-5
@@ -40,12 +39,6 @@ for backend in sys.argv[4].split(","):
     results[backend] = {"device": run.device, "detail": run.detail, "jax_loaded": "jax" in sys.modules}
 print(json.dumps(results))
 """
-
-
-@pytest.fixture(scope="module")
-def full_bundle(request):
-    return build_bundle(bundle_cache(request.config), formats=("stablehlo", "iree", "savedmodel", "onnx"),
-                        size=144, seed=SEED, batch_size=4, platforms=("cpu", "cuda"))
 
 
 def test_bundle_has_every_format_for_cpu_and_cuda(full_bundle):

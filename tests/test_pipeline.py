@@ -107,14 +107,12 @@ def test_device_auto_takes_cuda_only_where_the_backend_can(cuda_capable_manifest
 
 
 @pytest.mark.fullsize
-def test_api_parity_on_the_full_size_bundle(request, tmp_path):
+def test_api_parity_on_the_full_size_bundle(full_bundle, tmp_path):
     """S=144 bundle: the API's probabilities equal runtime.run --get_probabilities's file (transposed to channel
     first) and its masks equal runtime.run's. The input's nonzero voxels fill a corner of the cube plus one voxel
     at the far corner, so ~2/3 of the 432 slices are empty (computed once): the same code path, a third of the
     network time."""
-    from tests.run_support import build_bundle, bundle_cache
-
-    bundle = build_bundle(bundle_cache(request.config), formats=("onnx",), size=144, batch_size=4)
+    bundle = full_bundle
     data = np.zeros((48, 56, 44, 9), np.float32)
     data[:16, :18, :15] = synthetic_peaks((16, 18, 15), seed=5)
     data[-1, -1, -1] = 0.5
