@@ -4,14 +4,13 @@ PyTorch network with the same weights."""
 from __future__ import annotations
 
 import gc
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from runtime.backends import BACKENDS, cuda_available, is_installed
+from runtime.backends import BACKENDS, cuda_available, is_installed, load_artifact
 from runtime.manifest import Manifest, host_cpu_flags
 
 LIVE_ID = "live-jax"
@@ -80,7 +79,7 @@ def open_artifact(manifest: Manifest, runner: Runner) -> None:
         if runner.backend == "jax":
             loaded = JaxExported(path)
         else:
-            loaded = importlib.import_module(BACKENDS[runner.backend][0]).load(path, artifact, runner.device, None)
+            loaded = load_artifact(runner.backend, path, artifact, runner.device)
     except Exception as error:  # a backend that fails to load is a row with its reason, not a crash
         runner.skipped = f"failed to load: {' '.join(str(error).split())[:200]}"
         return

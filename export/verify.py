@@ -29,11 +29,9 @@ def cpu_runner(bundle_dir: Path, artifact: Artifact, backend: str) -> Callable[[
     path = bundle_dir / artifact.path
     if backend == "jax":
         return run_jax_export(path)
-    import importlib
+    from runtime.backends import load_artifact
 
-    from runtime.backends import BACKENDS
-
-    return importlib.import_module(BACKENDS[backend][0]).load(path, artifact, "cpu", None)
+    return load_artifact(backend, path, artifact, "cpu")
 
 
 def measure_drift(run: Callable[[np.ndarray], np.ndarray], batches: list[np.ndarray],

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from runtime.errors import ArtifactError, BackendError, one_line
-from runtime.manifest import Manifest
+from runtime.manifest import Artifact, Manifest
 
 # name -> (module with the backend, python package that must be installed, pip extra)
 BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -116,7 +117,12 @@ def open_backend(name: str, device: str, manifest: Manifest, nr_cpus: int | None
     artifact = manifest.find(name, device)
     if artifact is None:
         raise ArtifactError(f"{manifest.root}: no artifact for backend {name!r} on {device}")
-    path = manifest.verified_path(artifact)
+    return load_artifact(name, manifest.verified_path(artifact), artifact, device, nr_cpus)
+
+
+def load_artifact(name: str, path: Path, artifact: Artifact, device: str, nr_cpus: int | None = None) -> Backend:
+    """Load an artifact file on a backend: the one loader of the runtime (after :func:`open_backend` verified the
+    checksums), the export's verification and the benchmarks. Failures are one-line BackendErrors."""
     module = importlib.import_module(BACKENDS[name][0])
     try:
         return module.load(path, artifact, device, nr_cpus)
