@@ -24,7 +24,8 @@ from runtime.cohort.subjects import DEFAULT_PATTERN, CohortInputError, check_par
 from runtime.errors import InputError
 from runtime.input_checks import available_memory_bytes
 from runtime.preflight import available_cores, check_writable_dir, open_manifest, resolve_bundle_dir
-from runtime.run import _path, add_run_options, check_run_options, guarded, request_record
+from runtime.cli import guarded
+from runtime.run import _path, add_run_options, check_run_options, request_record
 from runtime.session import preview_dependency_check
 
 log = logging.getLogger("tractseg_aot")
