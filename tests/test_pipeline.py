@@ -109,21 +109,22 @@ def test_device_auto_takes_cuda_only_where_the_backend_can(cuda_capable_manifest
 @pytest.mark.fullsize
 def test_api_parity_on_the_full_size_bundle(full_bundle, tmp_path):
     """S=144 bundle: the API's probabilities equal runtime.run --get_probabilities's file (transposed to channel
-    first) and its masks equal runtime.run's. The input's nonzero voxels fill a corner of the cube plus one voxel
-    at the far corner, so ~2/3 of the 432 slices are empty (computed once): the same code path, a third of the
+    first) and its masks equal runtime.run's. The input's nonzero voxels fill a small corner block plus one voxel
+    at the far corner, so most of the 432 slices are empty (computed once): the same code path, a fraction of the
     network time."""
     bundle = full_bundle
     data = np.zeros((48, 56, 44, 9), np.float32)
-    data[:16, :18, :15] = synthetic_peaks((16, 18, 15), seed=5)
+    data[:8, :8, :8] = synthetic_peaks((8, 8, 8), seed=5)
     data[-1, -1, -1] = 0.5
     peaks = save_peaks(tmp_path / "peaks.nii.gz", data)
     pipe = TractSegPipeline.open(bundle, backend="onnxruntime", device="cpu")
     seg = pipe.predict(peaks)
-    assert seg.slices.skipped > 200
+    assert seg.slices.skipped > 300
     assert main([str(peaks), "-o", str(tmp_path / "p"), "--artifacts", str(bundle), "--quiet", "--backend",
                  "onnxruntime", "--get_probabilities", "--single_output_file"]) == 0
     probs = np.asarray(nib.load(tmp_path / "p" / "bundle_segmentations.nii.gz").dataobj)
-    assert np.array_equal(seg.probabilities, np.moveaxis(probs, 3, 0)) and probs.std() > 0.01
+    assert np.array_equal(seg.probabilities, np.moveaxis(probs, 3, 0)) and probs[:8, :8, :8].std() > 0.01
     files = cli_outputs(bundle, peaks, tmp_path / "m", "--backend", "onnxruntime")
-    assert np.array_equal(seg.masks(), np.stack([files[b] for b in seg.bundles]))
+    masks = seg.masks()
+    assert np.array_equal(masks, np.stack([files[b] for b in seg.bundles])) and masks.sum() > 0
     assert files_under(tmp_path / "m")

@@ -6,9 +6,11 @@ whose fused probability lies within 1e-5 of a threshold that applies to that bun
 peaks (2.5 mm LAS, no flip) for tract_segmentation and endings_segmentation, and a synthetic RAS volume (upstream
 flips x before and after) for tract_segmentation.
 
-Cold, on 2 cores, this takes ~40 min: two S=144 exports, four upstream CLI runs (its per-blob post-processing of
-random-weight masks is slow) and six of ours. The checkpoints, bundles and upstream's outputs are cached next to
-the test bundles (keyed by input, weights, options and tractseg/torch versions), so a rerun only runs ours.
+Cold, on 2 cores, this takes ~25-30 min: two S=144 exports, four upstream CLI runs (its per-blob post-processing
+of random-weight masks is slow) and three network runs of ours (one per input and task, through the API that
+runtime.run wraps; both the probabilities and the masks are written from it). The checkpoints, bundles and
+upstream's outputs are cached next to the test bundles (keyed by input, weights, options and tractseg/torch
+versions), so a rerun only runs ours.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ import pytest
 
 from runtime.bundles import model_for
 from runtime.postprocess import BUNDLE_SPECIFIC_RULES
-from runtime.run import main
+from runtime.pipeline import TractSegPipeline
+from runtime.segmentation import Segmentation
 from tests.run_support import build_bundle, bundle_cache, save_peaks, synthetic_peaks
 from tests.upstream import save_upstream_checkpoint, upstream_modules, upstream_network
 
@@ -94,10 +97,26 @@ def upstream_output(request, weights_dir: Path, peaks: Path, task: str, extra: t
     return target
 
 
+_PREDICTED: dict[tuple[Path, Path, str], Segmentation] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_predictions():
+    yield
+    _PREDICTED.clear()
+
+
 def ours(peaks: Path, bundle: Path, out: Path, task: str, *extra: str) -> Path:
-    assert main([str(peaks), "-o", str(out), "--artifacts", str(bundle), "--output_type", task, "--quiet",
-                 "--single_output_file", *extra]) == 0
-    return out / SINGLE[task]
+    """Our single output file for these options. One network run per (input, bundle, task), through the API that
+    runtime.run is a thin CLI over (tests/test_pipeline.py checks at full size that the CLI writes the same):
+    the probabilities and the masks are both written from it, as the CLI would write them."""
+    key = (peaks, bundle, task)
+    if key not in _PREDICTED:
+        _PREDICTED.clear()  # one fused cube (C x 144^3 float32) held at a time
+        _PREDICTED[key] = TractSegPipeline.open(bundle, output_type=task).predict(peaks)
+    written = _PREDICTED[key].save(out, single_file=True, probabilities="--get_probabilities" in extra)
+    assert written == [out / SINGLE[task]]
+    return written[0]
 
 
 def load(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
