@@ -17,7 +17,7 @@ from benchmarks.cohort_common import failure, log, plan, python_module, rows_sum
 from benchmarks.machine import REPO, machine_kind
 from benchmarks.report import write_json_md
 from runtime.backends import choose
-from runtime.cohort.engine import default_workers
+from runtime.cohort.engine import default_threads, default_workers
 from runtime.input_checks import available_memory_bytes
 from runtime.preflight import available_cores
 
@@ -91,11 +91,13 @@ def run(args) -> tuple[dict[str, Any], str, dict[str, Path]]:
                ("cohort --workers 1 --threads-per-worker 2", ["--workers", "1", "--threads-per-worker", "2"]),
                ("cohort --workers 2 --threads-per-worker 1", ["--workers", "2", "--threads-per-worker", "1"]),
                ("cohort (default workers)", [])]
-    memory = available_memory_bytes()
-    default = default_workers(available_cores(), memory / 2**30 if memory else None)
-    if default == 2:  # the default rule gives setting (c) here: run it once, under both names
-        configs.pop()
-        configs[2] = ("cohort default = --workers 2 --threads-per-worker 1", configs[2][1])
+    memory, cores = available_memory_bytes(), available_cores()
+    threads = default_threads(cores)
+    default = (default_workers(cores, memory / 2**30 if memory else None, threads), threads)
+    for index, explicit in ((1, (1, 2)), (2, (2, 1))):
+        if default == explicit:  # the default rule gives this setting here: run it once, under both names
+            configs.pop()
+            configs[index] = (f"cohort default = {configs[index][0][len('cohort '):]}", configs[index][1])
     runs: dict[str, dict[str, Any]] = {}
     for i, (name, extra) in enumerate(configs):
         out = outdir / f"run-{i}"

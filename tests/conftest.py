@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from export.sample_inputs import EXAMPLE_PEAKS
-from tests.run_support import small_bundle
+from tests.run_support import save_peaks, small_bundle, synthetic_peaks
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,3 +36,20 @@ def full_bundle(request) -> Path:
 
     return build_bundle(bundle_cache(request.config), formats=("stablehlo", "iree", "savedmodel", "onnx"),
                         size=144, seed=0, batch_size=4, platforms=("cpu", "cuda"))
+
+
+@pytest.fixture()
+def good(tmp_path) -> Path:
+    """A small, valid peak image: tmp_path/in/peaks.nii.gz."""
+    return save_peaks(tmp_path / "in" / "peaks.nii.gz", synthetic_peaks((12, 14, 11)))
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    """The backend must not even be opened: a check that fires later is a failure (exit 3, internal error)."""
+    import runtime.run
+
+    def refuse(args):
+        raise AssertionError("the backend was opened: the check did not come before the network")
+
+    monkeypatch.setattr(runtime.run, "open_pipeline", refuse)

@@ -24,6 +24,7 @@ EXPORT_INPUTS = sorted((REPO / "export").glob("*.py")) + [REPO / "runtime" / n f
 # costs ~1 s per run and opening the backend (sha256 + load of the 148 MB weights) dominates.
 SMALL_SIZE, SMALL_BATCH = 16, 3
 LAS = np.array([[-2.5, 0, 0, 90.0], [0, 2.5, 0, -126.0], [0, 0, 2.5, -72.0], [0, 0, 0, 1]])
+N_BUNDLES = 72  # tract_segmentation files of one run
 
 
 def bundle_cache(config: pytest.Config) -> Path:
@@ -224,3 +225,13 @@ def start_cli(*args, shell_prefix: str | None = None, env: dict[str, str] | None
         command = ["bash", "-c", f"{shell_prefix}; exec {shlex.join(command)}"]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
+
+
+def run_args(path, bundle, tmp_path, *extra):
+    """The CLI's arguments for a quiet run of ``path`` with ``bundle``, outputs in ``tmp_path``/out."""
+    return (path, "-o", tmp_path / "out", "--artifacts", bundle, "--quiet", *extra)
+
+
+def wait(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err

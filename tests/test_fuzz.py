@@ -1,4 +1,4 @@
-"""The hostile-input fuzzer (tests/fuzz.py) as part of the fast suite: 60 cases with a fixed seed, every one of
+"""The hostile-input fuzzer (tests/fuzz/) as part of the fast suite: 60 cases with a fixed seed, every one of
 them held to the CLI's contract (exit 0 and a complete output set, or exit 1 with one error line and nothing
 written; never a traceback, an internal error or a timeout). Rerun a failing case with
 ``python -m tests.fuzz --seed 0 --case I``."""

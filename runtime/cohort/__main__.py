@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.bundles import model_for
-from runtime.cohort.engine import default_workers, run_subjects
+from runtime.cohort.engine import default_threads, default_workers, run_subjects
 from runtime.cohort.records import CohortTable, is_done, table_name
 from runtime.cohort.subjects import DEFAULT_PATTERN, CohortInputError, check_parts, discover, split_parts
 from runtime.errors import InputError
@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_run_options(p)
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: from cores and memory; "
                    "0 runs every subject in this process, without Dask)")
-    p.add_argument("--threads-per-worker", type=int, default=1, metavar="T", help="backend threads per worker")
+    p.add_argument("--threads-per-worker", type=int, metavar="T",
+                   help="backend threads per worker (default: the cores, at most 8)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster (tcp://host:8786)")
     p.add_argument("--num-parts", type=int, default=1, metavar="N", help="split the study into N parts")
     p.add_argument("--part-id", type=int, default=0, metavar="K", help="run part K (0 .. N-1)")
@@ -49,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check_run_options(p, args)
     if not args.inputs and not args.list_file:
         p.error("give peaks files or folders, or --list FILE")
+    if args.threads_per_worker is None:
+        args.threads_per_worker = default_threads(available_cores())
     if args.workers is not None and args.workers < 0 or args.threads_per_worker < 1:
         p.error("--workers must be >= 0 and --threads-per-worker >= 1")
     try:

@@ -2,9 +2,12 @@
 (the default), or on an existing Dask cluster (``--scheduler ADDRESS``). Dask (``distributed``) is the ``[cohort]``
 extra, imported only here.
 
-Default worker rule (:func:`default_workers`): one backend thread per worker and as many workers as there are
-cores, fewer when memory is short (:data:`WORKER_MEMORY_GB` per worker for 72 bundles at HCP size; the measurement
-behind both numbers is in benchmarks/README.md, "Cohort throughput").
+Default worker rule (:func:`default_threads`, :func:`default_workers`): backend threads per worker = the cores,
+up to 8; workers = cores // threads (so one on a 2-core node), fewer when memory is short (:data:`WORKER_MEMORY_GB`
+per worker). Measured on a 2-core AMD EPYC (AVX2), 4 HCP-size subjects, OpenVINO (benchmarks/README.md, "Cohort
+throughput"): one worker x 2 threads ran the study in 758 s, two workers x 1 thread in 1007 s (a 1-thread
+subject took ~500 s, a 2-thread one ~190 s), so threads beat processes here; the cap of 8 threads is not
+measured (a larger node may do better with several workers: set --workers / --threads-per-worker).
 """
 from __future__ import annotations
 
@@ -18,12 +21,17 @@ from runtime.cohort.worker import process_subject
 from runtime.errors import MissingExtraError, TractSegError, one_line
 
 DASK_MISSING = "runtime.cohort needs Dask for worker processes: pip install 'tractseg-aot[cohort]' (or --workers 0)"
-WORKER_MEMORY_GB = 2.5  # peak RSS of one worker, 72 bundles, HCP size (measured 1.7-2.0 GB) plus margin
+WORKER_MEMORY_GB = 2.5  # peak RSS of one worker, 72 bundles, HCP size (measured 1.87-1.91 GB) plus margin
 ALLOWED_FAILURES = 2  # a subject whose worker died this many times more is reported failed
 
 
 class CohortError(TractSegError):
     """A study-level problem (no Dask, an unreachable scheduler)."""
+
+
+def default_threads(cores: int) -> int:
+    """Backend threads per worker when --threads-per-worker is not given: every core, at most 8."""
+    return max(1, min(cores, 8))
 
 
 def default_workers(cores: int, memory_gb: float | None, threads_per_worker: int = 1) -> int:

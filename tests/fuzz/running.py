@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
