@@ -94,6 +94,16 @@ class Segmentation:
         """(C, X, Y, Z) uint8 on the input grid, equal to upstream's masks."""
         return np.stack([self.mask(name, postprocess) for name in self.bundles])
 
+    def statistics(self, postprocess: bool = True) -> dict:
+        """``runtime.run --statistics``'s document (:mod:`runtime.statistics`): per bundle the voxel count, volume
+        in ml, centroid in world mm, bounding box and mean probability inside the mask, plus ``_meta``."""
+        from runtime.statistics import StatisticsAccumulator, masks_meta
+
+        stats = StatisticsAccumulator(self.affine, masks_meta(model=self.output_type, source=self.source))
+        for name in self.bundles:
+            stats.add(name, self.mask(name, postprocess), self.probability(name))
+        return stats.document()
+
     def files(self, outdir: str | os.PathLike[str], options: SaveOptions = SaveOptions()) -> list[Path]:
         """The files :meth:`save` writes, in upstream's layout."""
         return output_paths(self.output_type, self.bundles, options.single_file, options.probabilities, outdir)

@@ -67,3 +67,13 @@ def test_preview_shows_the_bundles(qc_run):
     assert picture.shape[0] >= 300 and picture.shape[1] >= 600
     colours = {tuple(c) for c in picture.reshape(-1, 3)[::7]}
     assert len(colours) > 50, "not blank"
+
+
+def test_api_statistics_equal_the_cli_file(qc_run, tract_small):
+    from runtime import TractSegPipeline
+
+    peaks, out, _ = qc_run
+    document = TractSegPipeline.open(tract_small, backend="onnxruntime").predict(peaks).statistics()
+    written = json.loads((out / "statistics.json").read_text())
+    assert document.keys() == written.keys()
+    assert {k: v for k, v in document.items() if k != "_meta"} == {k: v for k, v in written.items() if k != "_meta"}
