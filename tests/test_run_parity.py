@@ -195,6 +195,7 @@ def test_example_peaks_endings_segmentation(request, weights_dir, bundles, examp
                  upstream_output(request, weights_dir, example_peaks_path, task, ()), mine_probs, task)
 
 
+@pytest.mark.extended  # flips: also checked in the fast suite (test_run_cli, test_geometry vs upstream's functions)
 def test_synthetic_ras_tract_segmentation(request, weights_dir, bundles, ras_peaks, tmp_path):
     task = "tract_segmentation"
     mine_probs, _ = load(ours(ras_peaks, bundles[task], tmp_path / "probs", task, "--get_probabilities"))
