@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from runtime.checksum import sha256_of
 from runtime.cohort.records import (DONE_NAME, ROW_FIELDS, CohortTable, InputIdentity, done_record, is_done,
-                                    merge_tables, read_done_record, read_table, remove_done_record, sha256_file,
+                                    merge_tables, read_done_record, read_table, remove_done_record,
                                     table_name, write_done_record)
 
 BUNDLE = "tract_segmentation-0123abcd"
@@ -30,7 +31,7 @@ def make_subject(tmp_path: Path, name: str = "sub-01") -> tuple[Path, Path, dict
     row = {"subject": name, "peaks": str(peaks), "status": "done", "error": "", "seconds": 12.5,
            "peak_rss_mb": 1742.0, "slices_run": 432, "worker": "node7:0"}
     identity = InputIdentity.stat(peaks)
-    identity = InputIdentity(identity.size, identity.mtime_ns, sha256_file(peaks))
+    identity = InputIdentity(identity.size, identity.mtime_ns, sha256_of(peaks))
     write_done_record(folder, done_record(name, peaks, identity, BUNDLE, OPTIONS, OUTPUTS, row))
     return folder, peaks, row
 
@@ -40,7 +41,7 @@ def test_input_identity_and_sha256(tmp_path: Path) -> None:
     path.write_bytes(b"abc" * 1000)
     identity = InputIdentity.stat(path)
     assert identity == InputIdentity(3000, os.stat(path).st_mtime_ns, None)
-    assert sha256_file(path) == hashlib.sha256(b"abc" * 1000).hexdigest()
+    assert sha256_of(path) == hashlib.sha256(b"abc" * 1000).hexdigest()
 
 
 def test_done_record_round_trip(tmp_path: Path) -> None:

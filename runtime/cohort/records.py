@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from runtime.atomic import write_text_atomic
-from runtime.checksum import sha256_of
 from runtime.cohort.subjects import check_parts
 
 ROW_FIELDS = ("subject", "peaks", "status", "error", "seconds", "peak_rss_mb", "slices_run", "worker")
@@ -51,11 +50,6 @@ class InputIdentity:
         """Size and mtime from one ``os.stat`` (follows symlinks); no hashing."""
         status = os.stat(path)
         return cls(size=status.st_size, mtime_ns=status.st_mtime_ns)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's contents, read in 1 MiB blocks."""
-    return sha256_of(path)
 
 
 def canonical_options(options: Mapping[str, Any]) -> dict[str, Any]:

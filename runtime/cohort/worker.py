@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.cohort.records import (InputIdentity, done_record, is_done, remove_done_record, sha256_file,
+from runtime.checksum import sha256_of
+from runtime.cohort.records import (InputIdentity, done_record, is_done, remove_done_record,
                                     write_done_record)
 from runtime.errors import TractSegError, one_line
 from runtime.output_set import LOCK_NAME
@@ -88,7 +89,7 @@ def process_subject(subject: str, peaks: str, outroot: str, args: argparse.Names
                 return stored
             identity = InputIdentity.stat(peaks)
             remove_done_record(folder)
-            digest = sha256_file(peaks)  # recorded once, never recomputed on reruns
+            digest = sha256_of(peaks)  # recorded once, never recomputed on reruns
             report = segment_subject(cached_pipeline(args), peaks, folder, argparse.Namespace(**{
                 **vars(args), "force": True, "quiet": True}), subject)
             row.update(status="done", seconds=round(time.perf_counter() - started, 2),
