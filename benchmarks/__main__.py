@@ -1,8 +1,9 @@
-"""python -m benchmarks {quick,full,cohort-throughput,cohort-scale}: latency and drift of every artifact against
+"""python -m benchmarks {quick,full,cohort-throughput,cohort-scale,precision}: latency and drift of every artifact against
 the live JAX model and upstream PyTorch (quick, full), and the cost of a study (cohort-*). quick is CI's (exit 1
 when an fp32 artifact drifts over the tolerance); full adds repeats and full-subject runs; cohort-throughput
 compares a shell loop of runtime.run with runtime.cohort settings on HCP-size subjects; cohort-scale measures
-runtime.cohort's own overhead, rerun and memory on many tiny subjects. Results:
+runtime.cohort's own overhead, rerun and memory on many tiny subjects; precision compares every precision of a
+bundle with fp32 (speed, drift, Dice). Results:
 benchmarks/out/<timestamp>-<mode>/results.{json,md[,png]}."""
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def _cohort_options(p: argparse.ArgumentParser, subjects: int, shape: str) -> No
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="latency and drift of every artifact "
                                 "(quick, full); the cost of a study (cohort-throughput, cohort-scale)")
-    sub = p.add_subparsers(dest="mode", required=True, metavar="{quick,full,cohort-throughput,cohort-scale}")
+    sub = p.add_subparsers(dest="mode", required=True,
+                           metavar="{quick,full,cohort-throughput,cohort-scale,precision}")
     for mode, text in (("quick", "CI: a few batches per backend, drift gate"),
                        ("full", "+ repeats, full-subject runs, Dice")):
         _latency_options(sub.add_parser(mode, help=text, description=text))
@@ -68,6 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     s.add_argument("--subset", type=int, default=100, help="M: subjects of the in-process run and of the second "
                                                            "point of the linear fit (at most N/4)")
     s.add_argument("--keep", action="store_true", help="keep the subject trees and outputs (N x 72 files)")
+    from benchmarks.precision import add_options
+
+    add_options(sub.add_parser("precision", help="every precision of a bundle vs fp32: speed, drift, Dice",
+                               description="every precision of a bundle vs fp32 on the same backend: ms/slice, "
+                                           "GFLOP/s, drift, mask flips, full-subject network time and Dice"))
     return p.parse_args(argv)
 
 
@@ -77,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.cohort_throughput import main as throughput
 
         return throughput(args)
+    if args.mode == "precision":
+        from benchmarks.precision import main as precision
+
+        return precision(args)
     if args.mode == "cohort-scale":
         from benchmarks.cohort_scale import main as scale
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from export.bundle import FORMATS, PLATFORMS, ExportRequest
+from export.precisions import MIN_DICE, PRECISION_CHOICES
 from runtime.bundles import TASKS, TRACT_DEFINITIONS, model_for
 from runtime.manifest import WeightsInfo
 
@@ -32,11 +33,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--slice-size", type=int, default=144, help="144 in production; small sizes for tests")
     p.add_argument("--save-weights", type=Path, help="also write the weights as torch-free .safetensors")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--precisions", default="fp32",
+                   help="comma list of fp32 (always built), bf16, int8, fp16: each made from the ONNX artifact, "
+                        "measured against fp32 on these weights and shipped only above --min-dice")
+    p.add_argument("--min-dice", type=float, default=MIN_DICE,
+                   help="minimum Dice per bundle vs the fp32 masks on a full subject for a precision to ship")
     args = p.parse_args(argv)
     if args.out is None:
         from runtime.preflight import resolve_bundle_dir
 
         args.out = resolve_bundle_dir(None, model_for(args.task, args.tract_definition))
+    args.precisions = tuple(dict.fromkeys(("fp32", *(f for f in args.precisions.split(",") if f))))
+    bad = [x for x in args.precisions if x not in PRECISION_CHOICES]
+    if bad:
+        p.error(f"unknown precision {bad} (choose from {', '.join(PRECISION_CHOICES)})")
     args.formats = tuple(f for f in args.formats.split(",") if f)
     args.platforms = tuple(f for f in args.platforms.split(",") if f)
     for name, given, allowed in (("format", args.formats, FORMATS), ("platform", args.platforms, PLATFORMS)):
@@ -73,19 +83,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from export.bundle import build_bundle
     from export.download import DownloadError
+    from export.precisions import PrecisionError, check_requested
     from export.verify import DriftError
+    from runtime.errors import TractSegError
     from export.weights import WeightsError, save_weights
 
     try:
+        check_requested(args.precisions, args.formats)
         model = model_for(args.task, args.tract_definition)
         network, weights_info, state = load_network(args, model.n_classes)
         if args.save_weights:
             print(f"[export] weights saved to {args.save_weights} "
                   f"(sha256 {save_weights(state, args.save_weights)})")
         request = ExportRequest(model=model, out=args.out, formats=args.formats, platforms=args.platforms,
-                                batch_size=args.batch_size, slice_size=args.slice_size, force=args.force)
+                                batch_size=args.batch_size, slice_size=args.slice_size, force=args.force,
+                                precisions=args.precisions, min_dice=args.min_dice)
         build_bundle(network, request, weights_info)
-    except (WeightsError, DownloadError, DriftError, ValueError, FileExistsError, OSError) as e:
+    except (WeightsError, DownloadError, DriftError, PrecisionError, TractSegError, ValueError, FileExistsError,
+            OSError) as e:
         print(f"export: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -20,12 +20,15 @@ from export.iree_compile import IREE_TARGETS, compile_vmfb, vmfb_file
 from export.manifest_writer import write_manifest
 from export.model import TractSeg, slice_probabilities
 from export.onnx_model import ONNX_FILE, ONNX_OPSET, save_onnx
+from export.precisions import MIN_DICE, build_precision, check_inputs, check_requested
 from export.sample_inputs import check_batches
 from export.savedmodel import SAVEDMODEL_DIR, save_savedmodel
 from export.stablehlo import JAX_EXPORT_FILE, export_jax, module_name
 from export.verify import TOLERANCE, gpu_backends, verify_artifact
 from runtime.bundles import Model
-from runtime.manifest import Artifact, WeightsInfo, host_cpu_flags
+from runtime.manifest import Artifact, SelfCheck, WeightsInfo, host_cpu_flags, load_manifest
+
+SELF_CHECK_FILE = "selfcheck.npz"
 
 FORMATS = ("stablehlo", "iree", "savedmodel", "onnx")
 PLATFORMS = ("cpu", "cuda")
@@ -41,6 +44,8 @@ class ExportRequest:
     slice_size: int = 144
     force: bool = False
     tolerance: float = TOLERANCE  # max abs probability difference of every artifact vs the live model's CPU run
+    precisions: tuple[str, ...] = ("fp32",)  # more: bf16, int8, fp16 (export/precisions.py), each Dice-gated
+    min_dice: float = MIN_DICE
 
 
 def traced_function(network: TractSeg) -> Callable[[jax.Array], jax.Array]:
@@ -60,6 +65,7 @@ def build_bundle(network: TractSeg, request: ExportRequest, weights: WeightsInfo
                          f"{request.model.n_classes}")
     if request.slice_size % 16:
         raise ValueError(f"slice size {request.slice_size} is not divisible by 16")
+    check_requested(request.precisions, request.formats)
     if request.out.exists() and not request.force:
         raise FileExistsError(f"{request.out} exists (use --force to replace it)")
     work = request.out.with_name(request.out.name + ".partial")
@@ -119,7 +125,16 @@ def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work
             if "max_abs" in figures:
                 log(f"[export]   {artifact.id} on {backend}: max abs {figures['max_abs']:.2e}, "
                     f"mean abs {figures['mean_abs']:.2e}")
-    write_manifest(work, request.model, request.batch_size, request.slice_size, weights, verified)
+    self_check = write_self_check(work, batches[0], references[0])
+    write_manifest(work, request.model, request.batch_size, request.slice_size, weights, verified, self_check)
+    extra = [p for p in request.precisions if p != "fp32"]
+    if extra:
+        manifest = load_manifest(work)
+        check = check_inputs(batches, references, request.batch_size, request.slice_size)
+        for precision in extra:
+            verified += step(f"precision {precision}", lambda p=precision: [build_precision(
+                p, work, manifest, manifest.artifact("onnx"), check, request.min_dice, log)])
+        write_manifest(work, request.model, request.batch_size, request.slice_size, weights, verified, self_check)
     if request.out.exists():
         shutil.rmtree(request.out)
     work.rename(request.out)
@@ -130,6 +145,15 @@ def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work
     log(f"[export] bundle {request.out} written in {total:.1f} s")
     return {"out": str(request.out), "seconds": total, "step_seconds": timings, "sizes": sizes,
             "drift": {a.id: a.drift for a in verified}}
+
+
+def write_self_check(work: Path, batch: np.ndarray, reference: np.ndarray) -> SelfCheck:
+    """The runtime's self-check batch: the first check batch and its live-model outputs at every stride-th pixel
+    (stride 4 at S=144: 1.5 MB of reference for 72 bundles)."""
+    stride = max(1, batch.shape[-1] // 36)
+    np.savez_compressed(work / SELF_CHECK_FILE, input=batch.astype(np.float32),
+                        reference=np.ascontiguousarray(reference[:, :, ::stride, ::stride], dtype=np.float32))
+    return SelfCheck(SELF_CHECK_FILE, stride, "the export's first check batch (see export/sample_inputs.py)")
 
 
 def stablehlo_artifacts(fn, spec, work: Path, platforms: tuple[str, ...]) -> list[Artifact]:

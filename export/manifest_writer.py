@@ -10,7 +10,7 @@ from pathlib import Path
 from runtime.bundles import Model
 from runtime.checksum import sha256_of
 from runtime.manifest import (INPUT_NAME, OUTPUT_NAME, PEAK_CHANNELS, Artifact, FileEntry, Manifest, ModelInfo,
-                              TensorSpec, WeightsInfo)
+                              SelfCheck, TensorSpec, WeightsInfo)
 
 VERSIONED_PACKAGES = ("jax", "jaxlib", "equinox", "jax2onnx", "onnx", "tensorflow-cpu", "tensorflow",
                       "iree-base-compiler", "iree-base-runtime", "onnxruntime", "openvino", "numpy")
@@ -29,13 +29,13 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-def file_entries(bundle_dir: Path, artifacts: list[Artifact]) -> dict[str, FileEntry]:
+def file_entries(bundle_dir: Path, rels: list[str]) -> dict[str, FileEntry]:
     return {rel: FileEntry(size=(bundle_dir / rel).stat().st_size, sha256=sha256_of(bundle_dir / rel))
-            for artifact in artifacts for rel in artifact.files}
+            for rel in rels}
 
 
 def write_manifest(bundle_dir: Path, model: Model, batch_size: int, slice_size: int,
-                   weights: WeightsInfo, artifacts: list[Artifact]) -> Path:
+                   weights: WeightsInfo, artifacts: list[Artifact], self_check: SelfCheck | None = None) -> Path:
     manifest = Manifest(
         root=bundle_dir,
         model=ModelInfo(task=model.task, tract_definition=model.tract_definition, n_classes=model.n_classes,
@@ -43,7 +43,9 @@ def write_manifest(bundle_dir: Path, model: Model, batch_size: int, slice_size: 
         input=TensorSpec(INPUT_NAME, (batch_size, PEAK_CHANNELS, slice_size, slice_size), "float32",
                          "raw peak slices (batch, channel, slice axis 1, slice axis 2)"),
         output=TensorSpec(OUTPUT_NAME, (batch_size, model.n_classes, slice_size, slice_size), "float32"),
-        contains=CONTAINS, weights=weights, artifacts=tuple(artifacts), files=file_entries(bundle_dir, artifacts),
+        contains=CONTAINS, weights=weights, artifacts=tuple(artifacts),
+        files=file_entries(bundle_dir, [rel for a in artifacts for rel in a.files] +
+                           ([self_check.path] if self_check else [])), self_check=self_check,
         versions=package_versions(),
         exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     return manifest.write()

@@ -16,7 +16,7 @@ from typing import Any
 
 from runtime.checksum import sha256_of
 from runtime.errors import ArtifactError
-from runtime.manifest_schema import parse_manifest
+from runtime.manifest_schema import PRECISIONS, parse_manifest
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -24,8 +24,8 @@ INPUT_NAME = "slices"
 OUTPUT_NAME = "probabilities"
 PEAK_CHANNELS = 9  # the network's input channels: three peaks x (x, y, z)
 
-__all__ = ["ArtifactError", "Artifact", "FileEntry", "Manifest", "ModelInfo", "TensorSpec", "WeightsInfo",
-           "load_manifest", "host_cpu_flags"]
+__all__ = ["ArtifactError", "Artifact", "FileEntry", "Manifest", "ModelInfo", "PRECISIONS", "SelfCheck", "TensorSpec",
+           "WeightsInfo", "load_manifest", "host_cpu_flags"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,17 @@ class Artifact:
     files: tuple[str, ...]  # the manifest "files" entries that make it up
     drift: dict[str, Any] = field(default_factory=dict)  # {backend: {"max_abs": .., "mean_abs": ..}} at export
     details: dict[str, Any] = field(default_factory=dict)  # e.g. IREE target flags, ONNX opset
+    precision: str = "fp32"  # what it computes in: fp32 (exact path) | bf16 | int8 | fp16 (runtime --precision)
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """A check batch and the live model's fp32 outputs for it (every `stride`-th pixel of each slice), run once when
+    a backend opens (:mod:`runtime.self_check`)."""
+
+    path: str  # an .npz (no pickle) with arrays "input" (B, 9, S, S) and "reference" (B, C, S/stride, S/stride)
+    stride: int
+    source: str = ""  # where the batch's slices come from
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,7 @@ class Manifest:
     versions: dict[str, str]
     exported_at: str
     format_version: int = FORMAT_VERSION
+    self_check: SelfCheck | None = None
 
     task = property(lambda self: self.model.task)
     tract_definition = property(lambda self: self.model.tract_definition)
@@ -114,6 +126,7 @@ class Manifest:
             "files": {rel: dataclasses.asdict(entry) for rel, entry in self.files.items()},
             "versions": self.versions,
             "exported_at": self.exported_at,
+            "self_check": None if self.self_check is None else dataclasses.asdict(self.self_check),
         }
 
     def write(self) -> Path:
@@ -128,31 +141,37 @@ class Manifest:
         raise ArtifactError(f"{self.root / MANIFEST_NAME}: no artifact {artifact_id!r} "
                             f"(bundle has: {', '.join(a.id for a in self.artifacts)})")
 
-    def find(self, backend: str, platform: str, cpu_flags: frozenset[str] | None = None) -> Artifact | None:
-        """The first artifact for backend and platform whose required CPU flags this machine has."""
+    def find(self, backend: str, platform: str, cpu_flags: frozenset[str] | None = None,
+             precision: str = "fp32") -> Artifact | None:
+        """The first artifact for backend, platform and precision whose required CPU flags this machine has."""
         flags = host_cpu_flags() if cpu_flags is None else cpu_flags
         for a in self.artifacts:
             needs = set(a.details.get("requires_cpu_flags", ())) if platform == "cpu" else set()
-            if backend in a.backends and platform in a.platforms and needs <= flags:
+            if backend in a.backends and platform in a.platforms and a.precision == precision and needs <= flags:
                 return a
         return None
 
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(p for p in PRECISIONS if any(a.precision == p for a in self.artifacts))
+
+    def verify_file(self, rel: str) -> str:
+        """Check size and sha256 of one listed file; returns its sha256."""
+        entry, path = self.files[rel], self.root / rel  # presence checked by load_manifest
+        if not path.is_file():
+            raise ArtifactError(f"{path}: artifact file missing (bundle {self.root})")
+        if path.stat().st_size != entry.size:
+            raise ArtifactError(f"{path}: size {path.stat().st_size} != {entry.size} in the manifest "
+                                "(tampered or truncated artifact)")
+        digest = sha256_of(path)
+        if digest != entry.sha256:
+            raise ArtifactError(f"{path}: sha256 {digest[:12]}... != {entry.sha256[:12]}... in the manifest "
+                                "(tampered artifact)")
+        return digest
+
     def verify_files(self, artifact: Artifact) -> dict[str, str]:
         """Check size and sha256 of every file of an artifact; returns {file: sha256}."""
-        checked = {}
-        for rel in artifact.files:
-            entry, path = self.files[rel], self.root / rel  # presence checked by load_manifest
-            if not path.is_file():
-                raise ArtifactError(f"{path}: artifact file missing (bundle {self.root})")
-            if path.stat().st_size != entry.size:
-                raise ArtifactError(f"{path}: size {path.stat().st_size} != {entry.size} in the manifest "
-                                    "(tampered or truncated artifact)")
-            digest = sha256_of(path)
-            if digest != entry.sha256:
-                raise ArtifactError(f"{path}: sha256 {digest[:12]}... != {entry.sha256[:12]}... in the manifest "
-                                    "(tampered artifact)")
-            checked[rel] = digest
-        return checked
+        return {rel: self.verify_file(rel) for rel in artifact.files}
 
     def verified_path(self, artifact: Artifact) -> Path:
         """The artifact's path, after its files' checksums are verified."""
@@ -203,7 +222,8 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
         weights=WeightsInfo(**fields["weights"]),
         artifacts=tuple(Artifact(**a) for a in fields["artifacts"]),
         files={rel: FileEntry(**entry) for rel, entry in fields["files"].items()},
-        versions=fields["versions"], exported_at=fields["exported_at"])
+        versions=fields["versions"], exported_at=fields["exported_at"],
+        self_check=None if fields["self_check"] is None else SelfCheck(**fields["self_check"]))
     for rel, entry in manifest.files.items():
         file = root / rel
         if not file.is_file():

@@ -15,6 +15,7 @@ from runtime.errors import ArtifactError
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 PLATFORMS = ("cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "int8", "fp16")
 SEED_SOURCE = re.compile(r"random \(seed (\d+), He-scaled\)")  # bundles written before "seed" was a field
 
 
@@ -143,7 +144,10 @@ def parse_manifest(raw: Any, path: Path, format_version: int, channels: int) -> 
                     "backends": c.str_list(entry, "backends", where, nonempty=False),
                     "files": c.str_list(entry, "files", where),
                     "drift": c.section(entry, "drift", where, optional=True),
-                    "details": c.section(entry, "details", where, optional=True)}
+                    "details": c.section(entry, "details", where, optional=True),
+                    "precision": c.get(entry, "precision", str, where, True, "fp32")}
+        if artifact["precision"] not in PRECISIONS:
+            raise c.fail(f"{where}.precision", f"is {artifact['precision']!r:.40}, allowed: {PRECISIONS}")
         if "requires_cpu_flags" in artifact["details"]:
             c.str_list(artifact["details"], "requires_cpu_flags", f"{where}.details", nonempty=False)
         if not artifact["id"] or artifact["id"] in ids:
@@ -154,8 +158,17 @@ def parse_manifest(raw: Any, path: Path, format_version: int, channels: int) -> 
             raise c.fail(f"{where}.files", f"{unlisted[0]!r} has no entry (size, sha256) under files")
         artifacts.append(artifact)
 
+    self_check = None
+    if raw.get("self_check") is not None:
+        section = c.section(raw, "self_check")
+        self_check = {"path": c.relative(c.get(section, "path", str, "self_check"), "self_check.path"),
+                      "stride": c.get(section, "stride", int, "self_check"),
+                      "source": c.get(section, "source", str, "self_check", True, "")}
+        if self_check["path"] not in files or self_check["stride"] < 1:
+            raise c.fail("self_check", "needs a path listed under files and a stride >= 1")
+
     versions = c.section(raw, "versions")
-    return {"format_version": version, "model": model_fields, "input": tensors["input"],
+    return {"self_check": self_check, "format_version": version, "model": model_fields, "input": tensors["input"],
             "output": tensors["output"], "contains": c.section(function, "contains", "function", optional=True),
             "weights": weights_fields, "artifacts": artifacts, "files": files,
             "versions": {str(k): str(v) for k, v in versions.items()},

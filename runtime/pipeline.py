@@ -30,6 +30,8 @@ from runtime.geometry import crop_to_nonzero, flip, mni_flip_axes, pad_and_zoom_
 from runtime.input_checks import OBLIQUE_WARN_DEGREES, check_cube_aspect, check_layout, check_values
 from runtime.manifest import Artifact, Manifest
 from runtime.nifti_io import load_peaks
+from runtime.precision import check_host
+from runtime.precision import self_check as run_self_check
 from runtime.predict import fused_probabilities
 from runtime.preflight import cap_threads, open_manifest, resolve_bundle_dir
 from runtime.segmentation import Placement, Segmentation
@@ -65,13 +67,16 @@ class TractSegPipeline:
         self.model, self.manifest, self.artifact, self.backend, self.threads = (model, manifest, artifact,
                                                                                 backend, threads)
         self.open_seconds = 0.0
+        self.self_check: dict[str, Any] = {"skipped": "not run"}
 
     @classmethod
     def open(cls, artifacts: str | os.PathLike[str] | None = None, output_type: str = "tract_segmentation",
              tract_definition: str = "TractQuerier+", backend: str = "auto", device: str = "auto",
-             threads: int | None = None) -> TractSegPipeline:
+             threads: int | None = None, precision: str = "fp32", self_check: bool = True) -> TractSegPipeline:
         """Resolve and verify the bundle (``artifacts`` dir, else ``$TRACTSEG_AOT_ARTIFACTS``, else
-        ``~/.cache/tractseg-aot/<model>``), check every artifact file's sha256, load it on the backend once."""
+        ``~/.cache/tractseg-aot/<model>``), check every artifact file's sha256, load it on the backend once, and
+        run the bundle's self-check batch on it (:mod:`runtime.precision`) unless ``self_check=False``.
+        ``precision``: fp32 (exact, default), bf16, int8 or fp16, as the bundle offers and the host can run."""
         started = time.perf_counter()
         model = model_for(output_type, tract_definition)
         manifest = open_manifest(resolve_bundle_dir(artifacts, model), model)
@@ -79,11 +84,20 @@ class TractSegPipeline:
             log.warning("demo weights, not anatomical (%s): the outputs are not tract segmentations",
                         manifest.weights.source)
         threads = cap_threads(threads)
-        name, chosen_device = choose(backend, device, manifest)
-        loaded = open_backend(name, chosen_device, manifest, threads)
-        artifact = manifest.find(name, chosen_device)
+        try:
+            name, chosen_device = choose(backend, device, manifest, precision)
+        except BackendError:
+            check_host(precision, "cuda" if device == "cuda" else "cpu")  # the reason, when it is the host
+            raise
+        check_host(precision, chosen_device)
+        loaded = open_backend(name, chosen_device, manifest, threads, precision)
+        artifact = manifest.find(name, chosen_device, precision=precision)
         assert artifact is not None  # open_backend found it
         pipeline = cls(model, manifest, artifact, loaded, threads)
+        if self_check:
+            pipeline.self_check = run_self_check(loaded, manifest, artifact, name, chosen_device)
+        else:
+            pipeline.self_check = {"skipped": "--no-self-check"}
         pipeline.open_seconds = round(time.perf_counter() - started, 3)
         return pipeline
 
@@ -95,7 +109,8 @@ class TractSegPipeline:
     def describe(self) -> str:
         b = self.backend
         artifact = self.artifact.id if self.artifact else "(in-process model)"
-        return (f"{self.model.name}: {b.name} {b.version} on {b.device} ({b.detail}), bundle "
+        precision = self.artifact.precision if self.artifact else "fp32"
+        return (f"{self.model.name}: {b.name} {b.version} on {b.device} ({b.detail}), {precision}, bundle "
                 f"{self.manifest.bundle_id} artifact {artifact}")
 
     def read(self, peaks: PeaksInput | ReadPeaks) -> ReadPeaks:
@@ -141,7 +156,8 @@ class TractSegPipeline:
 
         return {"model": self.model.name,
                 "artifact": artifact_record(self.manifest, self.artifact) if self.artifact else None,
-                "backend": backend_record(self.backend, self.manifest.batch_size, self.threads)}
+                "backend": backend_record(self.backend, self.manifest.batch_size, self.threads),
+                "precision": self.artifact.precision if self.artifact else "fp32", "self_check": self.self_check}
 
 
 def read_peaks(peaks: PeaksInput | ReadPeaks, size: int = 144, classes: int = 72) -> ReadPeaks:

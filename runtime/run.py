@@ -23,6 +23,7 @@ from runtime.cli import PROG, guarded  # noqa: F401 (guarded: part of this modul
 from runtime.errors import OutputError
 from runtime.geometry import crop_to_nonzero
 from runtime.input_checks import check_cube_aspect
+from runtime.manifest_schema import PRECISIONS
 from runtime.nifti_io import default_output_dir, output_dtype, output_paths
 from runtime.output_set import COMMITTED, output_folder
 from runtime.pipeline import ReadPeaks, TractSegPipeline, read_peaks
@@ -53,6 +54,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no_postprocess", action="store_true", help="keep small blobs (tract_segmentation)")
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32: the exact path (default); bf16/int8/fp16: faster, with the loss the export measured "
+                        "and recorded in the bundle (an error where the bundle or the host lacks it)")
+    p.add_argument("--no-self-check", dest="self_check", action="store_false",
+                   help="skip the bundle's check batch run when the backend opens (one batch)")
     p.add_argument("--nr_cpus", type=int, default=-1, metavar="N",
                    help="threads for the backend (-1: its default; capped at the cores available)")
     p.add_argument("--statistics", action="store_true", help="also write statistics.json (per-bundle volume, ...)")
@@ -83,7 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def open_pipeline(args: argparse.Namespace) -> TractSegPipeline:
     return TractSegPipeline.open(args.artifacts, args.output_type, args.tract_definition, args.backend,
-                                 args.device, None if args.nr_cpus == -1 else args.nr_cpus)
+                                 args.device, None if args.nr_cpus == -1 else args.nr_cpus, args.precision,
+                                 args.self_check)
 
 
 def save_options(args: argparse.Namespace) -> SaveOptions:
@@ -94,7 +101,8 @@ def save_options(args: argparse.Namespace) -> SaveOptions:
 def request_record(args: argparse.Namespace) -> dict[str, Any]:
     return {"output_type": args.output_type, "tract_definition": args.tract_definition,
             "single_output_file": args.single_output_file, "get_probabilities": args.get_probabilities,
-            "postprocess": not args.no_postprocess, "statistics": args.statistics, "preview": args.preview}
+            "postprocess": not args.no_postprocess, "statistics": args.statistics, "preview": args.preview,
+            "precision": args.precision}
 
 
 def extra_files(args: argparse.Namespace, outdir: Path) -> list[Path]:

@@ -19,7 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 # A bundle is rebuilt whenever anything that shapes it changes.
 EXPORT_INPUTS = sorted((REPO / "export").glob("*.py")) + [REPO / "runtime" / n for n in
-                                                          ("manifest.py", "bundles.py", "checksum.py")]
+                                                          ("manifest.py", "bundles.py", "checksum.py",
+                                                           "manifest_schema.py")]
 # Fast tests: S=16 (4 poolings down to 1x1) and a batch of 3, so a short last batch is padded; the network then
 # costs ~1 s per run and opening the backend (sha256 + load of the 148 MB weights) dominates.
 SMALL_SIZE, SMALL_BATCH = 16, 3
@@ -35,7 +36,8 @@ def bundle_cache(config: pytest.Config) -> Path:
 
 def build_bundle(cache: Path, task: str = "tract_segmentation", formats: tuple[str, ...] = ("onnx",),
                  size: int = 32, seed: int = 0, weights: Path | None = None, batch_size: int = 4,
-                 platforms: tuple[str, ...] = ("cpu",), tract_definition: str = "TractQuerier+") -> Path:
+                 platforms: tuple[str, ...] = ("cpu",), tract_definition: str = "TractQuerier+",
+                 precisions: tuple[str, ...] = (), min_dice: float | None = None) -> Path:
     """A bundle from the real export CLI (random demo weights, or an upstream checkpoint), cached.
 
     The folder name says what the bundle is; its last part is a hash of the export sources (and the weights
@@ -46,12 +48,16 @@ def build_bundle(cache: Path, task: str = "tract_segmentation", formats: tuple[s
             "--formats", ",".join(formats), "--platforms", ",".join(platforms)]
     if tract_definition != "TractQuerier+":
         args += ["--tract_definition", tract_definition]
+    if precisions:
+        args += ["--precisions", ",".join(precisions)]
+    if min_dice is not None:
+        args += ["--min-dice", str(min_dice)]
     key = hashlib.sha256(" ".join(args).encode())
     for path in EXPORT_INPUTS + ([weights] if weights else []):
         key.update(path.read_bytes())
     origin = f"w{hashlib.sha256(weights.read_bytes()).hexdigest()[:8]}" if weights else f"seed{seed}"
     model = task if tract_definition == "TractQuerier+" else f"{task}_{tract_definition}"
-    name = f"{model}-S{size}-B{batch_size}-{'-'.join(formats)}-{'-'.join(platforms)}-{origin}"
+    name = f"{model}-S{size}-B{batch_size}-{'-'.join(formats + precisions)}-{'-'.join(platforms)}-{origin}"
     out = cache / f"{name}-{key.hexdigest()[:12]}"
     if (out / "manifest.json").is_file():
         return out
@@ -163,11 +169,24 @@ def staging_folders(outdir: Path) -> list[Path]:
     return sorted(outdir.glob(f"{STAGING_PREFIX}*")) if outdir.is_dir() else []
 
 
+def resign(bundle: Path, *files: str) -> None:
+    """Rewrite the manifest's size and sha256 of `files` after a test changed them (a consistent but wrong
+    bundle, which only the self-check can catch)."""
+    from runtime.checksum import sha256_of
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for rel in files:
+        manifest["files"][rel] = {"size": (bundle / rel).stat().st_size, "sha256": sha256_of(bundle / rel)}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
 def copy_bundle(source: str | os.PathLike[str], target: Path, with_artifact: bool = True,
                 link_artifact: bool = False) -> Path:
     """A copy of a bundle's manifest (and model.onnx: copied, or a symbolic link to save 150 MB of copying)."""
     target.mkdir(parents=True)
     shutil.copy(os.path.join(source, "manifest.json"), target)
+    if os.path.exists(os.path.join(source, "selfcheck.npz")):
+        shutil.copy(os.path.join(source, "selfcheck.npz"), target)
     if link_artifact:
         os.symlink(Path(source).resolve() / "model.onnx", target / "model.onnx")
     elif with_artifact:

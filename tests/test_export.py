@@ -90,9 +90,10 @@ def onnx_only_copy(small_bundle, tmp_path):
     are there)."""
     manifest = json.loads((small_bundle / "manifest.json").read_text())
     manifest["artifacts"] = [a for a in manifest["artifacts"] if a["id"] == "onnx"]
-    manifest["files"] = {"model.onnx": manifest["files"]["model.onnx"]}
+    manifest["files"] = {rel: manifest["files"][rel] for rel in ("model.onnx", "selfcheck.npz")}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     shutil.copy(small_bundle / "model.onnx", tmp_path)
+    shutil.copy(small_bundle / "selfcheck.npz", tmp_path)
     return tmp_path
 
 

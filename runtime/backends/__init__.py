@@ -77,9 +77,14 @@ def can_run_cuda(name: str) -> bool:
     return False
 
 
-def choose(backend: str, device: str, manifest: Manifest) -> tuple[str, str]:
-    """Resolve 'auto' for backend and device to a concrete (backend, device) with an artifact in the bundle.
-    ``device="auto"`` takes CUDA only for a backend that can really run there (:func:`can_run_cuda`), else CPU."""
+def choose(backend: str, device: str, manifest: Manifest, precision: str = "fp32") -> tuple[str, str]:
+    """Resolve 'auto' for backend and device to a concrete (backend, device) with an artifact of that precision
+    in the bundle. ``device="auto"`` takes CUDA only for a backend that can really run there
+    (:func:`can_run_cuda`), else CPU. A precision the bundle lacks is an ArtifactError, never another precision."""
+    if precision not in manifest.precisions:
+        from runtime.precision import missing_precision
+
+        raise missing_precision(manifest, precision)
     devices = ["cuda", "cpu"] if device == "auto" else [device]
     for dev in devices:
         names = AUTO_ORDER[dev] if backend == "auto" else (backend,)
@@ -88,11 +93,11 @@ def choose(backend: str, device: str, manifest: Manifest) -> tuple[str, str]:
                 continue
             if dev == "cuda" and device == "auto" and not can_run_cuda(name):
                 continue
-            if manifest.find(name, dev) is not None:
+            if manifest.find(name, dev, precision=precision) is not None:
                 return name, dev
     if backend != "auto" and not is_installed(backend):
         raise BackendError(f"backend {backend!r} is not installed: pip install 'tractseg-aot[{BACKENDS[backend][2]}]'")
-    raise BackendError(f"no artifact in {manifest.root} for backend {backend!r} on device {device!r} "
+    raise BackendError(f"no {precision} artifact in {manifest.root} for backend {backend!r} on device {device!r} "
                        f"(installed backends: {', '.join(installed_backends()) or 'none'})")
 
 
@@ -108,15 +113,16 @@ def cuda_available() -> bool:
         return False
 
 
-def open_backend(name: str, device: str, manifest: Manifest, nr_cpus: int | None = None) -> Backend:
+def open_backend(name: str, device: str, manifest: Manifest, nr_cpus: int | None = None,
+                 precision: str = "fp32") -> Backend:
     """Verify the artifact's checksums, then load it on the named backend and device."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
     if not is_installed(name):
         raise BackendError(f"backend {name!r} is not installed: pip install 'tractseg-aot[{BACKENDS[name][2]}]'")
-    artifact = manifest.find(name, device)
+    artifact = manifest.find(name, device, precision=precision)
     if artifact is None:
-        raise ArtifactError(f"{manifest.root}: no artifact for backend {name!r} on {device}")
+        raise ArtifactError(f"{manifest.root}: no {precision} artifact for backend {name!r} on {device}")
     return load_artifact(name, manifest.verified_path(artifact), artifact, device, nr_cpus)
 
 

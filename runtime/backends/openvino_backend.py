@@ -1,7 +1,8 @@
-"""OpenVINO on the bundle's ONNX file, CPU, f32 inference precision by default.
+"""OpenVINO on the bundle's ONNX file, CPU, f32 inference precision unless the artifact says otherwise.
 
 OpenVINO's CPU default on AMX/bf16 machines is bf16 (~1e-4 drift); we ask for f32 so the result stays within
-the project's 1e-5 tolerance. OpenVINO has no CUDA device.
+the project's 1e-5 tolerance. A bf16 artifact (`--precision bf16`) is the same ONNX file with
+details.inference_precision "bf16". OpenVINO has no CUDA device.
 """
 from __future__ import annotations
 
@@ -43,4 +44,4 @@ class OpenVinoBackend:
 
 
 def load(path: Path, artifact: Artifact, device: str, nr_cpus: int | None) -> OpenVinoBackend:
-    return OpenVinoBackend(path, device, nr_cpus)
+    return OpenVinoBackend(path, device, nr_cpus, artifact.details.get("inference_precision", "f32"))

@@ -30,7 +30,7 @@ LOCK_WAIT_S = 900.0
 
 def pipeline_options(args: argparse.Namespace) -> tuple:
     return (args.artifacts, args.output_type, args.tract_definition, args.backend, args.device,
-            None if args.nr_cpus == -1 else args.nr_cpus)
+            None if args.nr_cpus == -1 else args.nr_cpus, args.precision, args.self_check)
 
 
 def cached_pipeline(args: argparse.Namespace):
