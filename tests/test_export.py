@@ -55,8 +55,11 @@ def test_manifest_schema_and_checksums(small_bundle):
         listed |= set(artifact.files)
         for rel in artifact.files:
             assert raw["files"][rel]["sha256"] == sha256_of(small_bundle / rel)
+    assert manifest.self_check is not None
+    manifest.verify_file(manifest.self_check.path)
+    listed.add(manifest.self_check.path)
     on_disk = {str(p.relative_to(small_bundle)) for p in small_bundle.rglob("*") if p.is_file()}
-    assert on_disk - {"manifest.json"} == listed, "every shipped file is checksummed"
+    assert on_disk - {"manifest.json"} == listed == set(raw["files"]), "every shipped file is checksummed"
 
 
 def test_recorded_drift_within_tolerance(small_bundle):
