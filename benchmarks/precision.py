@@ -46,7 +46,7 @@ def runnable(manifest, device: str, only: set[str] | None = None) -> list[tuple[
                 check_host(artifact.precision, on)
             except BackendError:
                 continue
-            if on in artifact.platforms or artifact.precision == "fp16":
+            if on in artifact.platforms:
                 rows.append((artifact, backend, on))
     return rows
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from export.bundle import FORMATS, PLATFORMS, ExportRequest
-from export.precisions import MIN_DICE, PRECISION_CHOICES
+from export.precisions import MIN_DICE
 from runtime.bundles import TASKS, TRACT_DEFINITIONS, model_for
-from runtime.manifest import WeightsInfo
+from runtime.manifest import PRECISIONS, WeightsInfo
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,9 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
         args.out = resolve_bundle_dir(None, model_for(args.task, args.tract_definition))
     args.precisions = tuple(dict.fromkeys(("fp32", *(f for f in args.precisions.split(",") if f))))
-    bad = [x for x in args.precisions if x not in PRECISION_CHOICES]
+    bad = [x for x in args.precisions if x not in PRECISIONS]
     if bad:
-        p.error(f"unknown precision {bad} (choose from {', '.join(PRECISION_CHOICES)})")
+        p.error(f"unknown precision {bad} (choose from {', '.join(PRECISIONS)})")
     args.formats = tuple(f for f in args.formats.split(",") if f)
     args.platforms = tuple(f for f in args.platforms.split(",") if f)
     for name, given, allowed in (("format", args.formats, FORMATS), ("platform", args.platforms, PLATFORMS)):

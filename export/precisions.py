@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from export.manifest_writer import file_entries
 from export.onnx_model import ONNX_FILE
 from export.sample_inputs import EXAMPLE_PEAKS, calibration_batches
 from export.verify import measure_drift, runner
 from runtime.manifest import Artifact, Manifest, host_cpu_flags
 from runtime.precision import BF16_CPU_FLAGS
 
-PRECISION_CHOICES = ("fp32", "bf16", "int8", "fp16")
 INT8_FILE, FP16_FILE = "model.int8.onnx", "model.fp16.onnx"
 MIN_DICE = 0.97
 
@@ -110,19 +110,18 @@ def dice_per_bundle(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.where(total > 0, 2 * overlap / np.maximum(total, 1), 1.0)
 
 
-def subject_masks(manifest: Manifest, artifact: Artifact, backend: str, subject) -> np.ndarray:
-    from runtime.backends import load_artifact
+def subject_masks(manifest: Manifest, artifact: Artifact, loaded, subject) -> np.ndarray:
+    """The final masks of a full subject through the runtime's pipeline, on an artifact already loaded."""
     from runtime.bundles import model_for
     from runtime.pipeline import TractSegPipeline
 
     model = model_for(manifest.task, manifest.tract_definition)
-    loaded = load_artifact(backend, manifest.verified_path(artifact), artifact, "cpu")
     return TractSegPipeline(model, manifest, artifact, loaded, None).predict(subject).masks()
 
 
-def fidelity(manifest: Manifest, artifact: Artifact, backend: str, subject, reference: np.ndarray,
+def fidelity(manifest: Manifest, artifact: Artifact, loaded, subject, reference: np.ndarray,
              subject_name: str) -> dict:
-    dice = dice_per_bundle(subject_masks(manifest, artifact, backend, subject), reference)
+    dice = dice_per_bundle(subject_masks(manifest, artifact, loaded, subject), reference)
     worst = int(np.argmin(dice))
     return {"dice_min": float(dice[worst]), "dice_mean": float(dice.mean()),
             "worst_bundle": manifest.bundles[worst], "subject": subject_name}
@@ -158,23 +157,18 @@ def build_precision(precision: str, work: Path, manifest: Manifest, fp32: Artifa
     artifact = MAKERS[precision](work, check["calibration"])
     subject, name = check["subject"]
     if check.get("reference_masks") is None:
-        check["reference_masks"] = subject_masks(manifest, fp32, "onnxruntime", subject)
+        check["reference_masks"] = subject_masks(manifest, fp32, runner(work, fp32, "onnxruntime"), subject)
     provisional = replace(manifest, artifacts=(*manifest.artifacts, artifact),
-                          files={**manifest.files, **_entries(work, artifact)})
+                          files={**manifest.files, **file_entries(work, list(artifact.files))})
     results = {}
     for backend in artifact.backends:
-        drift = measure_drift(runner(work, artifact, backend), check["batches"], check["references"])
-        drift["dice"] = fidelity(provisional, artifact, backend, subject, check["reference_masks"], name)
+        loaded = runner(work, artifact, backend)  # one load serves the drift and the full subject
+        drift = measure_drift(loaded, check["batches"], check["references"])
+        drift["dice"] = fidelity(provisional, artifact, loaded, subject, check["reference_masks"], name)
         results[backend] = drift
         log(f"[export]   {artifact.id} on {backend}: max abs {drift['max_abs']:.2e}, Dice vs fp32 min "
             f"{drift['dice']['dice_min']:.4f} ({drift['dice']['worst_bundle']}), mean {drift['dice']['dice_mean']:.4f}")
     return gate(artifact, results, min_dice)
-
-
-def _entries(work: Path, artifact: Artifact) -> dict:
-    from export.manifest_writer import file_entries
-
-    return file_entries(work, list(artifact.files))
 
 
 def check_inputs(batches: list[np.ndarray], references: list[np.ndarray], batch_size: int,

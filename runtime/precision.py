@@ -24,8 +24,7 @@ from runtime.manifest import Artifact, Manifest, host_cpu_flags
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # the CPU instructions that compute bf16 natively
 # Limit = 2 x recorded + 1e-5: a same-precision run on another CPU or GPU changes only the summation order (fp32
 # artifacts on the check slices: 4.9e-6 to 5.8e-6 on an AVX2 EPYC, 5.75e-6 on an AVX-512 Xeon, 6.1e-6 on an
-# H200; all under 1e-5), while a
-# wrong model or kernel moves probabilities by O(0.1-1).
+# H200; all under 1e-5), while a wrong model or kernel moves probabilities by O(0.1-1).
 SELF_CHECK_FACTOR = 2.0
 SELF_CHECK_MARGIN = 1e-5
 
@@ -71,8 +70,7 @@ def self_check(run: Any, manifest: Manifest, artifact: Artifact, backend: str, d
             batch, reference = stored["input"], stored["reference"]
     except (OSError, ValueError, KeyError) as error:
         raise ArtifactError(f"{path}: unreadable self-check batch ({error})") from None
-    expected = (manifest.batch_size, reference.shape[1], manifest.slice_size, manifest.slice_size)
-    if batch.shape != manifest.input.shape or reference.shape[:2] != expected[:2]:
+    if batch.shape != manifest.input.shape or reference.shape[:2] != (manifest.batch_size, manifest.n_classes):
         raise ArtifactError(f"{path}: self-check arrays {batch.shape} / {reference.shape} do not fit the model")
     got = np.asarray(run(batch.astype(np.float32)), dtype=np.float32)[:, :, ::check.stride, ::check.stride]
     drift = float(np.abs(got - reference).max()) if got.shape == reference.shape else float("inf")

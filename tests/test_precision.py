@@ -15,8 +15,8 @@ from onnx import numpy_helper
 from runtime.errors import ArtifactError, BackendError
 from runtime.manifest import Artifact, host_cpu_flags, load_manifest
 from runtime.precision import BF16_CPU_FLAGS
-from tests.run_support import (SMALL_BATCH, SMALL_SIZE, build_bundle, bundle_cache, files_under, refused,
-                               resign)
+from tests.run_support import (SMALL_BATCH, SMALL_SIZE, build_bundle, bundle_cache, copy_bundle, files_under,
+                               refused, resign)
 
 
 @pytest.fixture(scope="session")
@@ -106,8 +106,7 @@ def test_export_refuses_bf16_it_cannot_measure(tmp_path):
 
 
 def test_tampered_reference_fails_the_self_check(capsys, tract_small, good, tmp_path):
-    bundle = tmp_path / "b"
-    shutil.copytree(tract_small, bundle)
+    bundle = copy_bundle(tract_small, tmp_path / "b", link_artifact=True)
     with np.load(bundle / "selfcheck.npz") as stored:
         arrays = dict(stored)
     arrays["reference"] = arrays["reference"].copy()
@@ -171,8 +170,7 @@ def test_export_dice_gate_refuses_a_bad_quantization(tmp_path, monkeypatch):
 
 
 def test_manifest_schema_rejects_an_unknown_precision(tract_small, tmp_path):
-    bundle = tmp_path / "b"
-    shutil.copytree(tract_small, bundle)
+    bundle = copy_bundle(tract_small, tmp_path / "b", link_artifact=True)
     raw = json.loads((bundle / "manifest.json").read_text())
     raw["artifacts"][0]["precision"] = "fp8"
     (bundle / "manifest.json").write_text(json.dumps(raw))
