@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--slice-size", type=int, default=144, help="144 (default); 16 for a smoke test")
     g.add_argument("--batch-size", type=int, default=4)
     g.add_argument("--formats", default="onnx", help="export formats (onnx: onnxruntime and openvino)")
+    t.add_argument("--configs", default="loop,1x2,2x1,default",
+                   help="which to run, in this order (default all): loop = the shell loop, WxT = --workers W "
+                        "--threads-per-worker T, default = the runner's own default (run once when it equals WxT)")
     s = sub.add_parser("cohort-scale", help="runtime.cohort's own overhead, rerun time and memory at scale",
                        description="runtime.cohort's own overhead, rerun time and driver memory on many tiny "
                                    "subjects (S=16 bundle), extrapolated to 100,000 subjects")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,9 +44,11 @@ def python_module(module: str, args: list[str]) -> list[str]:
 
 
 def timed(cmd: list[str], driver_rss: bool = False) -> dict[str, Any]:
-    """Run ``cmd`` (from the repository root) and time it. With ``driver_rss`` a `python -m MODULE ...` command
-    runs under :data:`HWM_BOOT` (its own peak RSS) and, when present, /usr/bin/time -v (the largest RSS of the
-    process and every child it waited for)."""
+    """Run ``cmd`` (from the repository root) and time it: wall seconds, and ``cpu_s``, the user + system CPU
+    seconds of the command and every descendant that was waited for (bash's runtime.run processes, the Dask
+    workers of an embedded cluster), from getrusage(RUSAGE_CHILDREN). With ``driver_rss`` a `python -m MODULE
+    ...` command runs under :data:`HWM_BOOT` (its own peak RSS) and, when present, /usr/bin/time -v (the largest
+    RSS of the process and every child it waited for)."""
     run = list(cmd)
     hwm = None
     if driver_rss:
@@ -57,11 +60,15 @@ def timed(cmd: list[str], driver_rss: bool = False) -> dict[str, Any]:
         if TIME_V.is_file():
             run = [str(TIME_V), "-v", *run]
     load = load_average()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(run, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result: dict[str, Any] = {"command": " ".join(cmd[1:]), "wall_s": round(wall, 3), "exit": done.returncode,
-                              "load_average_before": load, "stdout": done.stdout, "stderr": done.stderr}
+                              "cpu_s": round(cpu, 1), "load_average_before": load, "stdout": done.stdout,
+                              "stderr": done.stderr}
     if hwm is not None:
         text = hwm.read_text().strip()
         hwm.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -76,6 +77,32 @@ def cohort(inputs: Path, out: Path, run_args: list[str], extra: list[str]) -> di
     return run
 
 
+LOOP = "shell loop: runtime.run per subject"
+
+
+def configurations(names: list[str], cores: int, memory: int | None) -> list[tuple[str, list[str] | None]]:
+    """(name, runtime.cohort options, None for the shell loop) for ``loop``, ``WxT`` and ``default``, in the
+    order given; ``default`` is folded into the ``WxT`` that the runner's default rule gives on this host."""
+    threads = default_threads(cores)
+    default = f"{default_workers(cores, memory / 2**30 if memory else None, threads)}x{threads}"
+    configs: list[tuple[str, list[str] | None]] = []
+    for name in names:
+        if name == "loop":
+            configs.append((LOOP, None))
+        elif name == "default" and default in names:
+            continue
+        elif name == "default":
+            configs.append(("cohort (default workers)", []))
+        elif not re.fullmatch(r"\d+x\d+", name):
+            raise SystemExit(f"--configs: {name!r} is not loop, default or WxT (e.g. 1x2)")
+        else:
+            workers, _, per = name.partition("x")
+            label = f"cohort --workers {workers} --threads-per-worker {per}"
+            configs.append((f"cohort default = {label[len('cohort '):]}" if name == default and "default" in names
+                            else label, ["--workers", workers, "--threads-per-worker", per]))
+    return configs
+
+
 def run(args) -> tuple[dict[str, Any], str, dict[str, Path]]:
     begin = bundles.start_run("cohort-throughput", args.out, args.bundle, bundles.export_args(
         args.seed, args.slice_size, args.batch_size, args.formats, "cpu"), log=log)
@@ -87,17 +114,8 @@ def run(args) -> tuple[dict[str, Any], str, dict[str, Path]]:
     shutil.rmtree(inputs, ignore_errors=True)
     subjects = write_subjects(INPUTS / "x".join(map(str, shape)), inputs, args.subjects, shape)
     run_args = ["--artifacts", str(path), "--backend", args.backend, "--device", args.device]
-    configs = [("shell loop: runtime.run per subject", None),
-               ("cohort --workers 1 --threads-per-worker 2", ["--workers", "1", "--threads-per-worker", "2"]),
-               ("cohort --workers 2 --threads-per-worker 1", ["--workers", "2", "--threads-per-worker", "1"]),
-               ("cohort (default workers)", [])]
-    memory, cores = available_memory_bytes(), available_cores()
-    threads = default_threads(cores)
-    default = (default_workers(cores, memory / 2**30 if memory else None, threads), threads)
-    for index, explicit in ((1, (1, 2)), (2, (2, 1))):
-        if default == explicit:  # the default rule gives this setting here: run it once, under both names
-            configs.pop()
-            configs[index] = (f"cohort default = {configs[index][0][len('cohort '):]}", configs[index][1])
+    cores = available_cores()
+    configs = configurations(args.configs.split(","), cores, available_memory_bytes())
     runs: dict[str, dict[str, Any]] = {}
     for i, (name, extra) in enumerate(configs):
         out = outdir / f"run-{i}"
@@ -110,16 +128,19 @@ def run(args) -> tuple[dict[str, Any], str, dict[str, Path]]:
         runs[name] = {k: v for k, v in result.items() if k not in ("stdout", "stderr")}
         runs[name]["stderr_tail"] = result["stderr"][-1500:] if result["error"] else ""
         log(f"[bench] {name}: {result['wall_s']:.1f} s {result['error'] or ''}")
-    base = runs[configs[0][0]]["wall_s"]
+    loop = runs.get(LOOP)
     for r in runs.values():
-        r["speed_vs_shell_loop"] = round(base / r["wall_s"], 3)
+        r["speed_vs_shell_loop"] = round(loop["wall_s"] / r["wall_s"], 3) if loop else None
+        r["cpu_use"] = round(r["cpu_s"] / (r["wall_s"] * cores), 3)
+    ceiling = round(loop["wall_s"] * cores / loop["cpu_s"], 3) if loop and loop["cpu_s"] else None
     result = {"mode": "cohort-throughput", "started": started, "machine": machine,
               "machine_kind": machine_kind(machine), "bundle": {**bundles.describe(manifest), "how": how},
               "backend": {"requested": args.backend, "chosen": backend, "device": device,
-                          "detail": runs[configs[0][0]].get("backend")},
+                          "detail": loop.get("backend") if loop else None},
               "subjects": {"n": len(subjects), "shape": list(shape), "root": str(inputs),
                            "how": "export.demo_input.write_demo_peaks, seeds 1..N", "cache": str(INPUTS)},
-              "runs": runs, "wall_s": round(time.perf_counter() - t0, 1)}
+              "runs": runs, "cores": cores, "shell_loop_cpu_ceiling": ceiling,
+              "wall_s": round(time.perf_counter() - t0, 1)}
     text = markdown(result)
     return result, text, write_json_md(result, text, outdir)
 
@@ -134,15 +155,17 @@ def markdown(result: dict[str, Any]) -> str:
              f"({detail.get('detail', '')}). {s['n']} synthetic subjects of {'x'.join(map(str, s['shape']))} "
              "voxels (export.demo_input), each configuration in a fresh output folder, in the order listed.", "",
              "| configuration | workers x threads | wall s | subjects/hour | speed vs shell loop | mean s/subject "
-             "(in worker) | peak RSS per worker MB (max) | load before |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"(in worker) | CPU s | CPU use of {result['cores']} cores | peak RSS per worker MB (max) | load before |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["runs"].items():
         if r.get("error"):
-            lines.append(f"| {name} | failed: {r['error'][:150]} | | | | | | |")
+            lines.append(f"| {name} | failed: {r['error'][:150]} | | | | | | | | |")
             continue
         lines.append(f"| {name} | {r.get('workers', '?')} x {r.get('threads_per_worker', '?')} | {r['wall_s']:.1f} | "
-                     f"{r['subjects_per_hour']:.1f} | {r['speed_vs_shell_loop']:.2f}x | "
-                     f"{r.get('subject_seconds_mean') or '-'} | {r.get('peak_rss_mb_max') or '-'} | "
+                     f"{r['subjects_per_hour']:.1f} | "
+                     f"{'-' if r['speed_vs_shell_loop'] is None else format(r['speed_vs_shell_loop'], '.2f') + 'x'} | "
+                     f"{r.get('subject_seconds_mean') or '-'} | {r['cpu_s']:.0f} | {100 * r['cpu_use']:.0f}% | "
+                     f"{r.get('peak_rss_mb_max') or '-'} | "
                      f"{(r.get('load_average_before') or ['-'])[0]} |")
     lines += ["", "wall: around the whole command (process start, imports, checksum verification, backend load, Dask "
               "start-up and shutdown included). subjects/hour = N x 3600 / wall. mean s/subject: cohort.csv "
@@ -150,7 +173,13 @@ def markdown(result: dict[str, Any]) -> str:
               "run's --report open_backend + total (every run opens the pipeline). peak RSS: cohort.csv "
               "`peak_rss_mb` (the worker's VmHWM), largest over workers; shell loop: each run's --report. threads "
               "'default': the backend's own default (all cores). load before: 1-min load average as the "
-              "configuration started."]
+              "configuration started. CPU s: user + system seconds of the command and all its processes; CPU use "
+              "= CPU s / (wall x cores)."]
+    if result.get("shell_loop_cpu_ceiling"):
+        lines += ["", f"Ceiling: the shell loop kept {result['cores']} cores "
+                  f"{100 / result['shell_loop_cpu_ceiling']:.0f}% busy, so a runner doing the same CPU work can be at "
+                  f"most **{result['shell_loop_cpu_ceiling']:.2f}x** faster on this machine (it can only save the "
+                  "work of process start and backend load per subject, and fill the idle share)."]
     return "\n".join(lines) + "\n"
 
 

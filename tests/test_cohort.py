@@ -187,3 +187,37 @@ def test_real_dask_cluster_survives_a_killed_worker(tract_small, tmp_path):
         for p in procs:
             p.kill()
             p.wait()
+
+
+def _slow_square(x: int) -> int:
+    time.sleep(0.01)
+    return x * x
+
+
+def test_submit_window_bounds_what_is_in_flight():
+    """A real (threaded) Dask cluster: every subject comes back once, and never more than the window are submitted
+    and unfinished, so a 100,000-subject study does not hold 100,000 futures in the driver and scheduler."""
+    import distributed
+
+    from runtime.cohort.engine import submit_window
+    from runtime.cohort.subjects import Subject
+
+    subjects = [Subject(f"sub-{i:03d}", Path(f"/data/{i}.nii.gz")) for i in range(40)]
+    with distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=":0") as client:
+        in_flight: set = set()
+        most = 0
+
+        def submit(subject):
+            nonlocal most
+            future = client.submit(_slow_square, int(subject.peaks.stem.split(".")[0]), pure=False)
+            in_flight.add(future)
+            most = max(most, sum(not f.done() for f in in_flight))
+            return future
+
+        seen = []
+        for future, subject in submit_window(submit, distributed.as_completed, subjects, window=5):
+            assert future.result() == int(subject.id[4:]) ** 2
+            in_flight.discard(future)
+            seen.append(subject.id)
+    assert sorted(seen) == [s.id for s in subjects]
+    assert 3 <= most <= 5  # unfinished when a subject is submitted; all 40 at once would give ~40

@@ -12,6 +12,7 @@ measured (a larger node may do better with several workers: set --workers / --th
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,7 +23,16 @@ from runtime.errors import MissingExtraError, TractSegError, one_line
 
 DASK_MISSING = "runtime.cohort needs Dask for worker processes: pip install 'tractseg-aot[cohort]' (or --workers 0)"
 WORKER_MEMORY_GB = 2.5  # peak RSS of one worker, 72 bundles, HCP size (measured 1.87-1.91 GB) plus margin
+IN_FLIGHT_PER_WORKER, IN_FLIGHT_MIN = 4, 64  # subjects submitted ahead of the workers (submit_window)
 ALLOWED_FAILURES = 2  # a subject whose worker died this many times more is reported failed
+# Dask's own housekeeping, slowed for subjects that run minutes: by default the event-loop health check wakes
+# every server every 20 ms, the worker samples its threads' stacks every 10 ms (the dashboard's profile) and the
+# system monitor polls psutil every 500 ms. On a 2-core AMD EPYC an embedded cluster with one worker running a
+# sleeping task burned 4.0 CPU-s in 30 s (driver 1.8, worker 2.2) by default, 0.5 with these: CPU that the
+# backend's threads, which synchronise at every layer, otherwise lose. Workers of a LocalCluster inherit it;
+# a --scheduler cluster's workers keep their own configuration (README: running on a cluster).
+QUIET_DASK = {"distributed.admin.tick.interval": "1s", "distributed.admin.tick.limit": "1h",
+              "distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "5s"}
 
 
 class CohortError(TractSegError):
@@ -51,6 +61,34 @@ def _dask():
     return dask, distributed
 
 
+def window_size(client: Any, workers: int) -> int:
+    """Subjects in flight at once: IN_FLIGHT_PER_WORKER per worker (the cluster's count, when it has more), at
+    least IN_FLIGHT_MIN: enough that no worker waits for the driver, few enough that memory stays flat."""
+    try:
+        workers = max(workers, len(client.scheduler_info().get("workers", {})))
+    except Exception:  # a scheduler that cannot tell: the given count
+        pass
+    return max(IN_FLIGHT_MIN, IN_FLIGHT_PER_WORKER * workers)
+
+
+def submit_window(submit: Callable[[Subject], Any], as_completed: Any, subjects: list[Subject], window: int,
+                  ) -> Iterator[tuple[Any, Subject]]:
+    """(future, subject) in completion order, with at most ``window`` subjects submitted and unfinished at any
+    time: once a subject finishes its future is dropped (so the scheduler forgets the task) and the next one is
+    submitted. The driver's and the scheduler's memory then stay flat however large the study."""
+    queue = iter(subjects)
+    pending = {submit(s): s for s in itertools.islice(queue, window)}
+    completed = as_completed(list(pending))
+    for future in completed:
+        subject = pending.pop(future)
+        following = next(queue, None)
+        if following is not None:
+            new = submit(following)
+            pending[new] = following
+            completed.add(new)
+        yield future, subject
+
+
 def run_subjects(subjects: list[Subject], outroot: str, args: argparse.Namespace, bundle_id: str,
                  options: dict[str, Any], workers: int, scheduler: str | None) -> Iterator[dict[str, Any]]:
     """Rows of the subjects as they finish (in completion order)."""
@@ -64,7 +102,7 @@ def run_subjects(subjects: list[Subject], outroot: str, args: argparse.Namespace
         return
     dask, distributed = _dask()
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
-                          "distributed.worker.daemon": False, "distributed.admin.tick.limit": "1h"}):
+                          "distributed.worker.daemon": False, **QUIET_DASK}):
         cluster = None
         try:
             if scheduler is None:
@@ -77,10 +115,10 @@ def run_subjects(subjects: list[Subject], outroot: str, args: argparse.Namespace
             raise CohortError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {one_line(error)}") \
                 from None
         try:
-            futures = {client.submit(process_subject, s.id, str(s.peaks), outroot, args, bundle_id, options,
-                                     key=f"tractseg-{s.id}", pure=False): s for s in subjects}
-            for future in distributed.as_completed(futures):
-                subject = futures[future]
+            submit = lambda s: client.submit(process_subject, s.id, str(s.peaks), outroot, args, bundle_id, options,
+                                             key=f"tractseg-{s.id}", pure=False)
+            for future, subject in submit_window(submit, distributed.as_completed, subjects,
+                                                 window_size(client, workers)):
                 try:
                     yield future.result()
                 except Exception as error:  # KilledWorker after ALLOWED_FAILURES deaths, or a bug on the worker
