@@ -91,3 +91,17 @@ def test_full_measures_a_small_subject_against_the_live_model(bundle, tmp_path):
     cli = runs["onnxruntime/cpu (onnx)"]
     assert cli["measured"] and "network" in cli["stages_s"]
     assert len(cli["agreement"]["dice"]) == 72 and cli["agreement"]["dice_min"] > 0.9
+
+
+def test_cohort_throughput_configurations():
+    """--configs: the shell loop, WxT settings and the runner's default, folded into the WxT it equals here."""
+    from benchmarks.cohort_throughput import LOOP, configurations
+
+    memory = 24 * 2**30
+    assert configurations(["loop", "1x2", "2x1", "default"], 2, memory) == [
+        (LOOP, None), ("cohort default = --workers 1 --threads-per-worker 2", ["--workers", "1",
+                                                                              "--threads-per-worker", "2"]),
+        ("cohort --workers 2 --threads-per-worker 1", ["--workers", "2", "--threads-per-worker", "1"])]
+    assert configurations(["default", "loop"], 2, memory) == [("cohort (default workers)", []), (LOOP, None)]
+    with pytest.raises(SystemExit, match="not loop, default or WxT"):
+        configurations(["2-1"], 2, memory)

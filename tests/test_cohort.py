@@ -4,6 +4,7 @@ cluster (scheduler + two workers on 127.0.0.1)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -76,6 +77,8 @@ def test_study_outputs_failures_and_resume(tract_small, tmp_path):
     assert all(rows[s]["status"] == "done" for s in ids)
     assert "not a NIfTI image" in rows["sub-90"]["error"] and "expected a 4D peak image" in rows["sub-91"]["error"]
     assert all("\n" not in r["error"] for r in rows.values()) and not (out / "sub-90").exists()
+    timings = json.loads((out / "sub-01" / DONE_NAME).read_text())["timings_s"]  # where a subject's time went
+    assert timings["network"] > 0 and timings["total"] >= timings["network"] + timings["postprocess_write"]
 
     single = tmp_path / "single"  # the same subject through runtime.run
     done = subprocess.run([sys.executable, "-m", "runtime.run", str(tmp_path / "study/sub-02/dwi/sub-02_peaks.nii.gz"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -14,7 +16,7 @@ from runtime import TractSegPipeline
 from runtime.errors import BackendError, InputError
 from runtime.manifest import load_manifest
 from runtime.run import main
-from tests.run_support import LAS, files_under, save_peaks, synthetic_peaks
+from tests.run_support import LAS, REPO, files_under, save_peaks, synthetic_peaks
 
 
 def cli_outputs(bundle, peaks, out, *extra) -> dict[str, np.ndarray]:
@@ -107,9 +109,9 @@ def test_device_auto_takes_cuda_only_where_the_backend_can(cuda_capable_manifest
 
 
 @pytest.mark.fullsize
-def test_api_parity_on_the_full_size_bundle(full_bundle, tmp_path):
+def test_api_and_cohort_parity_on_the_full_size_bundle(full_bundle, tmp_path):
     """S=144 bundle: the API's probabilities equal runtime.run --get_probabilities's file (transposed to channel
-    first) and its masks equal runtime.run's. The input's nonzero voxels fill a small corner block plus one voxel
+    first) and its masks equal runtime.run's, and so do runtime.cohort's (one Dask worker process). The input's nonzero voxels fill a small corner block plus one voxel
     at the far corner, so most of the 432 slices are empty (computed once): the same code path, a fraction of the
     network time."""
     bundle = full_bundle
@@ -128,3 +130,15 @@ def test_api_parity_on_the_full_size_bundle(full_bundle, tmp_path):
     masks = seg.masks()
     assert np.array_equal(masks, np.stack([files[b] for b in seg.bundles])) and masks.sum() > 0
     assert files_under(tmp_path / "m")
+    pytest.importorskip("distributed", reason="the [cohort] extra (Dask) is not installed")
+    study = tmp_path / "study" / "sub-01" / "dwi"
+    study.mkdir(parents=True)
+    shutil.copyfile(peaks, study / "sub-01_peaks.nii.gz")
+    done = subprocess.run([sys.executable, "-m", "runtime.cohort", str(tmp_path / "study"), "-o", str(tmp_path / "c"),
+                           "--artifacts", str(bundle), "--backend", "onnxruntime", "--workers", "1", "--quiet"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    cohort_masks = {p.name: np.asarray(nib.load(p).dataobj)
+                    for p in (tmp_path / "c" / "sub-01" / "bundle_segmentations").iterdir()}
+    assert set(cohort_masks) == {f"{b}.nii.gz" for b in seg.bundles}
+    assert all(np.array_equal(cohort_masks[f"{b}.nii.gz"], files[b]) for b in seg.bundles)

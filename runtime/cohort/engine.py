@@ -8,6 +8,9 @@ per worker). Measured on a 2-core AMD EPYC (AVX2), 4 HCP-size subjects, OpenVINO
 throughput"): one worker x 2 threads ran the study in 758 s, two workers x 1 thread in 1007 s (a 1-thread
 subject took ~500 s, a 2-thread one ~190 s), so threads beat processes here; the cap of 8 threads is not
 measured (a larger node may do better with several workers: set --workers / --threads-per-worker).
+
+Subjects are submitted in a window (:func:`submit_window`), not all at once: the driver held every future and the
+scheduler every task, 18.5 KB a subject (~1.9 GB at 100,000; benchmarks/README.md, "Cohort scale").
 """
 from __future__ import annotations
 

@@ -60,8 +60,9 @@ def canonical_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def done_record(subject: str, peaks: str | os.PathLike[str], identity: InputIdentity, bundle_id: str,
                 options: Mapping[str, Any], outputs: Iterable[str | os.PathLike[str]],
-                row: Mapping[str, Any]) -> dict[str, Any]:
-    """A format-1 done-record; ``outputs`` are paths relative to the subject's folder."""
+                row: Mapping[str, Any], timings: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """A format-1 done-record; ``outputs`` are paths relative to the subject's folder; ``timings`` (seconds per
+    stage, as runtime.run's report gives them) are kept for reading, never compared."""
     return {
         "format": DONE_FORMAT,
         "subject": subject,
@@ -71,6 +72,7 @@ def done_record(subject: str, peaks: str | os.PathLike[str], identity: InputIden
         "options": canonical_options(options),
         "outputs": [Path(output).as_posix() for output in outputs],
         "row": json.loads(json.dumps(dict(row), default=str)),
+        **({"timings_s": dict(timings)} if timings else {}),
     }
 
 

@@ -97,7 +97,7 @@ def process_subject(subject: str, peaks: str, outroot: str, args: argparse.Names
             outputs = [Path(p).relative_to(folder).as_posix() for p in report["outputs"]]
             write_done_record(folder, done_record(subject, peaks, InputIdentity(identity.size, identity.mtime_ns,
                                                                                   digest),
-                                                  bundle_id, options, outputs, row))
+                                                  bundle_id, options, outputs, row, report["timings_s"]))
         except TractSegError as error:
             row.update(error=one_line(error, 500), seconds=round(time.perf_counter() - started, 2),
                        peak_rss_mb=peak_rss_mb())
