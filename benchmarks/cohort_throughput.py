@@ -19,6 +19,7 @@ from benchmarks.machine import REPO, machine_kind
 from benchmarks.report import write_json_md
 from runtime.backends import choose
 from runtime.cohort.engine import default_threads, default_workers
+from runtime.cohort.records import read_done_record
 from runtime.input_checks import available_memory_bytes
 from runtime.preflight import available_cores
 
@@ -65,6 +66,7 @@ def shell_loop(subjects: list[tuple[str, Path]], out: Path, run_args: list[str])
     run.update(workers=1, threads_per_worker="default", done=len(reports), script=str(script),
                peak_rss_mb_per_worker=peaks, peak_rss_mb_max=max(peaks.values()) if peaks else None,
                subject_seconds_mean=round(sum(totals) / len(totals), 3) if totals else None,
+               network_seconds_mean=mean_of([r["timings_s"]["network"] for r in reports.values()]),
                backend=next(iter(reports.values()))["backend"] if reports else None)
     return run
 
@@ -74,7 +76,13 @@ def cohort(inputs: Path, out: Path, run_args: list[str], extra: list[str]) -> di
     run.update(plan(run["stdout"]))
     summary = rows_summary(table_rows(out))
     run.update({k: v for k, v in summary.items() if k != "rows"})
+    records = [read_done_record(folder) or {} for folder in sorted(out.iterdir()) if folder.is_dir()]
+    run["network_seconds_mean"] = mean_of([r["timings_s"]["network"] for r in records if "timings_s" in r])
     return run
+
+
+def mean_of(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 1) if values else None
 
 
 LOOP = "shell loop: runtime.run per subject"
@@ -155,23 +163,26 @@ def markdown(result: dict[str, Any]) -> str:
              f"({detail.get('detail', '')}). {s['n']} synthetic subjects of {'x'.join(map(str, s['shape']))} "
              "voxels (export.demo_input), each configuration in a fresh output folder, in the order listed.", "",
              "| configuration | workers x threads | wall s | subjects/hour | speed vs shell loop | mean s/subject "
-             f"(in worker) | CPU s | CPU use of {result['cores']} cores | peak RSS per worker MB (max) | load before |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"(in worker) | mean network s | CPU s | CPU use of {result['cores']} cores | peak RSS per worker MB "
+             "(max) | load before |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["runs"].items():
         if r.get("error"):
-            lines.append(f"| {name} | failed: {r['error'][:150]} | | | | | | | | |")
+            lines.append(f"| {name} | failed: {r['error'][:150]} | | | | | | | | | |")
             continue
         lines.append(f"| {name} | {r.get('workers', '?')} x {r.get('threads_per_worker', '?')} | {r['wall_s']:.1f} | "
                      f"{r['subjects_per_hour']:.1f} | "
                      f"{'-' if r['speed_vs_shell_loop'] is None else format(r['speed_vs_shell_loop'], '.2f') + 'x'} | "
-                     f"{r.get('subject_seconds_mean') or '-'} | {r['cpu_s']:.0f} | {100 * r['cpu_use']:.0f}% | "
+                     f"{r.get('subject_seconds_mean') or '-'} | {r.get('network_seconds_mean') or '-'} | "
+                     f"{r['cpu_s']:.0f} | {100 * r['cpu_use']:.0f}% | "
                      f"{r.get('peak_rss_mb_max') or '-'} | "
                      f"{(r.get('load_average_before') or ['-'])[0]} |")
     lines += ["", "wall: around the whole command (process start, imports, checksum verification, backend load, Dask "
               "start-up and shutdown included). subjects/hour = N x 3600 / wall. mean s/subject: cohort.csv "
               "`seconds` (a worker's first subject includes opening the pipeline) or, for the shell loop, each "
-              "run's --report open_backend + total (every run opens the pipeline). peak RSS: cohort.csv "
-              "`peak_rss_mb` (the worker's VmHWM), largest over workers; shell loop: each run's --report. threads "
+              "run's --report open_backend + total (every run opens the pipeline). mean network s: each subject's "
+              "network stage (runtime.run's reports; the cohort's done-records). peak RSS: cohort.csv `peak_rss_mb` "
+              "(the worker's VmHWM), largest over workers; shell loop: each run's --report. threads "
               "'default': the backend's own default (all cores). load before: 1-min load average as the "
               "configuration started. CPU s: user + system seconds of the command and all its processes; CPU use "
               "= CPU s / (wall x cores)."]

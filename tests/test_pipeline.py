@@ -111,9 +111,9 @@ def test_device_auto_takes_cuda_only_where_the_backend_can(cuda_capable_manifest
 @pytest.mark.fullsize
 def test_api_and_cohort_parity_on_the_full_size_bundle(full_bundle, tmp_path):
     """S=144 bundle: the API's probabilities equal runtime.run --get_probabilities's file (transposed to channel
-    first) and its masks equal runtime.run's, and so do runtime.cohort's (one Dask worker process). The input's nonzero voxels fill a small corner block plus one voxel
-    at the far corner, so most of the 432 slices are empty (computed once): the same code path, a fraction of the
-    network time."""
+    first) and its masks equal runtime.run's, and so do runtime.cohort's (one Dask worker process). The input's
+    nonzero voxels fill a small corner block plus one voxel at the far corner, so most of the 432 slices are empty
+    (computed once): the same code path, a fraction of the network time."""
     bundle = full_bundle
     data = np.zeros((48, 56, 44, 9), np.float32)
     data[:8, :8, :8] = synthetic_peaks((8, 8, 8), seed=5)
