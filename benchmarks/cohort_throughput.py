@@ -105,9 +105,9 @@ def configurations(names: list[str], cores: int, memory: int | None) -> list[tup
             raise SystemExit(f"--configs: {name!r} is not loop, default or WxT (e.g. 1x2)")
         else:
             workers, _, per = name.partition("x")
-            label = f"cohort --workers {workers} --threads-per-worker {per}"
-            configs.append((f"cohort default = {label[len('cohort '):]}" if name == default and "default" in names
-                            else label, ["--workers", workers, "--threads-per-worker", per]))
+            options = ["--workers", workers, "--threads-per-worker", per]
+            folded = name == default and "default" in names  # the default rule gives this setting: run it once
+            configs.append((f"cohort {'default = ' if folded else ''}{' '.join(options)}", options))
     return configs
 
 

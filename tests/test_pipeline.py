@@ -19,10 +19,15 @@ from runtime.run import main
 from tests.run_support import LAS, REPO, files_under, save_peaks, synthetic_peaks
 
 
-def cli_outputs(bundle, peaks, out, *extra) -> dict[str, np.ndarray]:
-    assert main([str(peaks), "-o", str(out), "--artifacts", str(bundle), "--quiet", *extra]) == 0
+def mask_files(out) -> dict[str, np.ndarray]:
+    """Bundle name -> array of each file in ``out/bundle_segmentations``."""
     folder = out / "bundle_segmentations"
     return {p.name[:-len(".nii.gz")]: np.asarray(nib.load(p).dataobj) for p in folder.iterdir()}
+
+
+def cli_outputs(bundle, peaks, out, *extra) -> dict[str, np.ndarray]:
+    assert main([str(peaks), "-o", str(out), "--artifacts", str(bundle), "--quiet", *extra]) == 0
+    return mask_files(out)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +143,6 @@ def test_api_and_cohort_parity_on_the_full_size_bundle(full_bundle, tmp_path):
                            "--artifacts", str(bundle), "--backend", "onnxruntime", "--workers", "1", "--quiet"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    cohort_masks = {p.name: np.asarray(nib.load(p).dataobj)
-                    for p in (tmp_path / "c" / "sub-01" / "bundle_segmentations").iterdir()}
-    assert set(cohort_masks) == {f"{b}.nii.gz" for b in seg.bundles}
-    assert all(np.array_equal(cohort_masks[f"{b}.nii.gz"], files[b]) for b in seg.bundles)
+    cohort_masks = mask_files(tmp_path / "c" / "sub-01")
+    assert set(cohort_masks) == set(seg.bundles)
+    assert all(np.array_equal(cohort_masks[b], files[b]) for b in seg.bundles)

@@ -66,12 +66,10 @@ def _dask():
 
 def window_size(client: Any, workers: int) -> int:
     """Subjects in flight at once: IN_FLIGHT_PER_WORKER per worker (the cluster's count, when it has more), at
-    least IN_FLIGHT_MIN: enough that no worker waits for the driver, few enough that memory stays flat."""
-    try:
-        workers = max(workers, len(client.scheduler_info().get("workers", {})))
-    except Exception:  # a scheduler that cannot tell: the given count
-        pass
-    return max(IN_FLIGHT_MIN, IN_FLIGHT_PER_WORKER * workers)
+    least IN_FLIGHT_MIN: enough that no worker waits for the driver, few enough that memory stays flat.
+    ``client.nthreads()`` lists every worker; ``scheduler_info()`` lists only 5 in the Dask releases between
+    dask/distributed#9045 and #9308 (2025-2026), which our `distributed>=2024.1` allows."""
+    return max(IN_FLIGHT_MIN, IN_FLIGHT_PER_WORKER * max(workers, len(client.nthreads())))
 
 
 def submit_window(submit: Callable[[Subject], Any], as_completed: Any, subjects: list[Subject], window: int,
