@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import TOLERANCE
-from runtime.backends import BACKENDS
+from runtime.network.backends import BACKENDS
 
 
 def _latency_options(p: argparse.ArgumentParser) -> None:

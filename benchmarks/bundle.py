@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.manifest import Manifest, load_manifest
+from runtime.models.manifest import Manifest, load_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "out"
 # Everything that shapes a bundle; a change to any of these rebuilds the cached one.
-EXPORT_INPUTS = (sorted((REPO / "export").glob("*.py"))
-                 + [REPO / "runtime" / n for n in ("manifest.py", "bundles.py", "checksum.py")])
+EXPORT_INPUTS = (sorted((REPO / "export").glob("*.py")) + sorted((REPO / "runtime" / "models").glob("*.py"))
+                 + [REPO / "runtime" / "io" / "checksum.py"])
 
 
 def export_args(seed: int, size: int, batch_size: int, formats: str, platforms: str,

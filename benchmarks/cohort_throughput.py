@@ -17,11 +17,11 @@ from benchmarks import bundle as bundles
 from benchmarks.cohort_common import failure, log, plan, python_module, rows_summary, table_rows, timed
 from benchmarks.machine import REPO, machine_kind
 from benchmarks.report import write_json_md
-from runtime.backends import choose
+from runtime.network.backends import choose
 from runtime.cohort.engine import default_threads, default_workers
 from runtime.cohort.records import read_done_record
-from runtime.input_checks import available_memory_bytes
-from runtime.preflight import available_cores
+from runtime.checks.input_checks import available_memory_bytes
+from runtime.checks.preflight import available_cores
 
 INPUTS = bundles.OUT / "cohort-inputs"
 

@@ -30,9 +30,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def runnable(manifest, device: str, only: set[str] | None = None) -> list[tuple[Any, str, str]]:
-    from runtime.backends import can_run_cuda, is_installed
+    from runtime.network.backends import can_run_cuda, is_installed
     from runtime.errors import BackendError
-    from runtime.precision import check_host
+    from runtime.network.precision import check_host
 
     rows = []
     for artifact in manifest.artifacts:
@@ -67,8 +67,8 @@ def batch_row(run, batches: list[np.ndarray], n_classes: int, size: int, timed: 
 def main(args: argparse.Namespace) -> int:
     from export.precisions import dice_per_bundle, fidelity_subject
     from export.sample_inputs import check_batches
-    from runtime.backends import load_artifact
-    from runtime.bundles import model_for
+    from runtime.network.backends import load_artifact
+    from runtime.models.bundles import model_for
     from runtime.pipeline import TractSegPipeline
 
     start = start_run("precision", args.out, args.bundle, [])

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from runtime.backends import BACKENDS
+from runtime.network.backends import BACKENDS
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

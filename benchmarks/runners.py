@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends import BACKENDS, cuda_available, is_installed, load_artifact
-from runtime.manifest import Manifest, host_cpu_flags
+from runtime.network.backends import BACKENDS, cuda_available, is_installed, load_artifact
+from runtime.models.manifest import Manifest, host_cpu_flags
 
 LIVE_ID = "live-jax"
 UPSTREAM_ID = "upstream-torch"

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import REPO, load_average
-from runtime.backends import Backend
-from runtime.bundles import model_for
-from runtime.manifest import Manifest
+from runtime.network.backends import Backend
+from runtime.models.bundles import model_for
+from runtime.models.manifest import Manifest
 from runtime.pipeline import TractSegPipeline
-from runtime.report import peak_rss_mb
+from runtime.qc.report import peak_rss_mb
 
 
 def make_input(directory: Path, shape: tuple[int, int, int], seed: int) -> Path:

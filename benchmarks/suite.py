@@ -13,7 +13,7 @@ from benchmarks.drift import gate, load_masks, mask_agreement, probability_drift
 from benchmarks.flops import macs_per_slice
 from benchmarks.machine import load_average, machine_kind
 from benchmarks.report import publish, write_all
-from runtime.backends import BACKENDS
+from runtime.network.backends import BACKENDS
 
 
 def log(message: str) -> None:

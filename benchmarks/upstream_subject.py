@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from tractseg.libs import direction_merger, img_utils
     from tractseg.python_api import run_tractseg
 
-    from runtime.postprocess import remove_small_blobs
+    from runtime.outputs.postprocess import remove_small_blobs
 
     stage("imports")
     image = nib.load(args.peaks)

@@ -11,8 +11,8 @@ from typing import Any
 
 from export.bundle import FORMATS, PLATFORMS, ExportRequest
 from export.precisions import MIN_DICE
-from runtime.bundles import TASKS, TRACT_DEFINITIONS, model_for
-from runtime.manifest import PRECISIONS, WeightsInfo
+from runtime.models.bundles import TASKS, TRACT_DEFINITIONS, model_for
+from runtime.models.manifest import PRECISIONS, WeightsInfo
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="minimum Dice per bundle vs the fp32 masks on a full subject for a precision to ship")
     args = p.parse_args(argv)
     if args.out is None:
-        from runtime.preflight import resolve_bundle_dir
+        from runtime.checks.preflight import resolve_bundle_dir
 
         args.out = resolve_bundle_dir(None, model_for(args.task, args.tract_definition))
     args.precisions = tuple(dict.fromkeys(("fp32", *(f for f in args.precisions.split(",") if f))))

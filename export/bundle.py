@@ -25,8 +25,8 @@ from export.sample_inputs import check_batches
 from export.savedmodel import SAVEDMODEL_DIR, save_savedmodel
 from export.stablehlo import JAX_EXPORT_FILE, export_jax, module_name
 from export.verify import TOLERANCE, gpu_backends, verify_artifact
-from runtime.bundles import Model
-from runtime.manifest import Artifact, SelfCheck, WeightsInfo, host_cpu_flags, load_manifest
+from runtime.models.bundles import Model
+from runtime.models.manifest import Artifact, SelfCheck, WeightsInfo, host_cpu_flags, load_manifest
 
 SELF_CHECK_FILE = "selfcheck.npz"
 

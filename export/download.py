@@ -27,8 +27,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from runtime.bundles import MODELS, TASKS, TRACT_DEFINITIONS, Model, model_for
-from runtime.checksum import sha256_of
+from runtime.models.bundles import MODELS, TASKS, TRACT_DEFINITIONS, Model, model_for
+from runtime.io.checksum import sha256_of
 
 DEFAULT_BASE_URL = "https://zenodo.org"
 BASE_URL_ENV = "TRACTSEG_AOT_ZENODO_URL"

@@ -1,5 +1,5 @@
-"""Write manifest.json: export/ builds the typed :class:`runtime.manifest.Manifest` (the one definition of the
-contract) and writes its JSON form; the runtime reads it back with :func:`runtime.manifest.load_manifest`."""
+"""Write manifest.json: export/ builds the typed :class:`runtime.models.manifest.Manifest` (the one definition of the
+contract) and writes its JSON form; the runtime reads it back with :func:`runtime.models.manifest.load_manifest`."""
 from __future__ import annotations
 
 import datetime
@@ -7,9 +7,9 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from runtime.bundles import Model
-from runtime.checksum import sha256_of
-from runtime.manifest import (INPUT_NAME, OUTPUT_NAME, PEAK_CHANNELS, Artifact, FileEntry, Manifest, ModelInfo,
+from runtime.models.bundles import Model
+from runtime.io.checksum import sha256_of
+from runtime.models.manifest import (INPUT_NAME, OUTPUT_NAME, PEAK_CHANNELS, Artifact, FileEntry, Manifest, ModelInfo,
                               SelfCheck, TensorSpec, WeightsInfo)
 
 VERSIONED_PACKAGES = ("jax", "jaxlib", "equinox", "jax2onnx", "onnx", "tensorflow-cpu", "tensorflow",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jax
 
-from runtime.manifest import INPUT_NAME, OUTPUT_NAME
+from runtime.models.manifest import INPUT_NAME, OUTPUT_NAME
 
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17

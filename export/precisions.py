@@ -28,8 +28,8 @@ from export.manifest_writer import file_entries
 from export.onnx_model import ONNX_FILE
 from export.sample_inputs import EXAMPLE_PEAKS, calibration_batches
 from export.verify import measure_drift, runner
-from runtime.manifest import Artifact, Manifest, host_cpu_flags
-from runtime.precision import BF16_CPU_FLAGS
+from runtime.models.manifest import Artifact, Manifest, host_cpu_flags
+from runtime.network.precision import BF16_CPU_FLAGS
 
 INT8_FILE, FP16_FILE = "model.int8.onnx", "model.fp16.onnx"
 MIN_DICE = 0.97
@@ -112,7 +112,7 @@ def dice_per_bundle(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 def subject_masks(manifest: Manifest, artifact: Artifact, loaded, subject) -> np.ndarray:
     """The final masks of a full subject through the runtime's pipeline, on an artifact already loaded."""
-    from runtime.bundles import model_for
+    from runtime.models.bundles import model_for
     from runtime.pipeline import TractSegPipeline
 
     model = model_for(manifest.task, manifest.tract_definition)

@@ -23,8 +23,8 @@ def synthetic_slices(count: int, size: int, seed: int) -> np.ndarray:
 
 def example_cube(size: int) -> np.ndarray:
     """The example peaks as the runtime prepares them: cropped to the brain, padded and zoomed to (S, S, S, 9)."""
-    from runtime.geometry import crop_to_nonzero, pad_and_zoom_to_cube
-    from runtime.nifti_io import load_peaks
+    from runtime.io.geometry import crop_to_nonzero, pad_and_zoom_to_cube
+    from runtime.io.nifti_io import load_peaks
 
     data, _ = load_peaks(EXAMPLE_PEAKS)
     return pad_and_zoom_to_cube(crop_to_nonzero(data)[0], size)[0]

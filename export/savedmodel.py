@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from export.model import TractSeg, slice_probabilities
-from runtime.manifest import INPUT_NAME
+from runtime.models.manifest import INPUT_NAME
 
 SAVEDMODEL_DIR = "saved_model"
 

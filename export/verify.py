@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.manifest import Artifact
+from runtime.models.manifest import Artifact
 
 # Max abs difference in probability, CPU and GPU alike: fp32 artifacts drift ~6e-6 on the check slices on both
 # (measured: CPU backends 5e-6 to 6e-6; on an H200, the .jaxexport 5.9e-6 and IREE cuda 6.1e-6, scripts/gpu_check.py).
@@ -38,7 +38,7 @@ def gpu_backends(artifact: Artifact) -> list[str]:
     """The artifact's backends that can run it on a GPU of this host (none on a host without one)."""
     if "cuda" not in artifact.platforms:
         return []
-    from runtime.backends import can_run_cuda
+    from runtime.network.backends import can_run_cuda
 
     found = []
     for backend in artifact.backends:
@@ -60,7 +60,7 @@ def runner(bundle_dir: Path, artifact: Artifact, backend: str,
     path = bundle_dir / artifact.path
     if backend == "jax":
         return run_jax_export(path, device)
-    from runtime.backends import load_artifact
+    from runtime.network.backends import load_artifact
 
     return load_artifact(backend, path, artifact, device)
 

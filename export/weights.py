@@ -13,7 +13,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from runtime.checksum import sha256_of
+from runtime.io.checksum import sha256_of
 from export.model import Conv, Deconv, TractSeg, layer_table, param_shape, state_dict_key
 
 StateDict = dict[str, np.ndarray]

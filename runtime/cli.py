@@ -12,8 +12,8 @@ import time
 import traceback
 
 from runtime.errors import TractSegError, one_line
-from runtime.output_set import COMMITTED
-from runtime.report import package_versions
+from runtime.outputs.output_set import COMMITTED
+from runtime.qc.report import package_versions
 
 PROG = "tractseg-aot"
 log = logging.getLogger("tractseg_aot")

@@ -8,7 +8,7 @@
 
 ``predict`` is upstream TractSeg's inference path (``bin/TractSeg``): flip to MNI signs -> crop -> pad + zoom to
 the cube -> x/y/z slices through the backend -> mean of the three probability volumes. The thresholds,
-post-processing and the way back to the input grid happen on request in :class:`runtime.segmentation.Segmentation`.
+post-processing and the way back to the input grid happen on request in :class:`runtime.outputs.segmentation.Segmentation`.
 JAX-free, like all of runtime/.
 """
 from __future__ import annotations
@@ -23,18 +23,18 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from runtime.backends import Backend, choose, open_backend
-from runtime.bundles import Model, model_for
+from runtime.network.backends import Backend, choose, open_backend
+from runtime.models.bundles import Model, model_for
 from runtime.errors import BackendError, InputError, one_line
-from runtime.geometry import crop_to_nonzero, flip, mni_flip_axes, pad_and_zoom_to_cube
-from runtime.input_checks import OBLIQUE_WARN_DEGREES, check_cube_aspect, check_layout, check_values
-from runtime.manifest import Artifact, Manifest
-from runtime.nifti_io import load_peaks
-from runtime.precision import check_host
-from runtime.precision import self_check as run_self_check
-from runtime.predict import fused_probabilities
-from runtime.preflight import cap_threads, open_manifest, resolve_bundle_dir
-from runtime.segmentation import Placement, Segmentation
+from runtime.io.geometry import crop_to_nonzero, flip, mni_flip_axes, pad_and_zoom_to_cube
+from runtime.checks.input_checks import OBLIQUE_WARN_DEGREES, check_cube_aspect, check_layout, check_values
+from runtime.models.manifest import Artifact, Manifest
+from runtime.io.nifti_io import load_peaks
+from runtime.network.precision import check_host
+from runtime.network.precision import self_check as run_self_check
+from runtime.network.predict import fused_probabilities
+from runtime.checks.preflight import cap_threads, open_manifest, resolve_bundle_dir
+from runtime.outputs.segmentation import Placement, Segmentation
 
 log = logging.getLogger("tractseg_aot")
 PeaksInput = str | os.PathLike[str] | nib.Nifti1Pair | tuple[np.ndarray, np.ndarray]
@@ -75,7 +75,7 @@ class TractSegPipeline:
              threads: int | None = None, precision: str = "fp32", self_check: bool = True) -> TractSegPipeline:
         """Resolve and verify the bundle (``artifacts`` dir, else ``$TRACTSEG_AOT_ARTIFACTS``, else
         ``~/.cache/tractseg-aot/<model>``), check every artifact file's sha256, load it on the backend once, and
-        run the bundle's self-check batch on it (:mod:`runtime.precision`) unless ``self_check=False``.
+        run the bundle's self-check batch on it (:mod:`runtime.network.precision`) unless ``self_check=False``.
         ``precision``: fp32 (exact, default), bf16, int8 or fp16, as the bundle offers and the host can run."""
         started = time.perf_counter()
         model = model_for(output_type, tract_definition)
@@ -114,7 +114,7 @@ class TractSegPipeline:
                 f"{self.manifest.bundle_id} artifact {artifact}")
 
     def read(self, peaks: PeaksInput | ReadPeaks) -> ReadPeaks:
-        """The input in memory with every input check made (see :mod:`runtime.input_checks`)."""
+        """The input in memory with every input check made (see :mod:`runtime.checks.input_checks`)."""
         return read_peaks(peaks, self.manifest.slice_size, self.model.n_classes)
 
     def predict(self, peaks: PeaksInput | ReadPeaks, progress: Callable[[int], None] | None = None) -> Segmentation:
@@ -152,7 +152,7 @@ class TractSegPipeline:
 
     def record(self) -> dict[str, Any]:
         """What ran: the bundle, the verified artifact and the backend (for reports)."""
-        from runtime.report import artifact_record, backend_record
+        from runtime.qc.report import artifact_record, backend_record
 
         return {"model": self.model.name,
                 "artifact": artifact_record(self.manifest, self.artifact) if self.artifact else None,
@@ -161,7 +161,7 @@ class TractSegPipeline:
 
 
 def read_peaks(peaks: PeaksInput | ReadPeaks, size: int = 144, classes: int = 72) -> ReadPeaks:
-    """The input in memory with every input check made (see :mod:`runtime.input_checks`), for a run with cube
+    """The input in memory with every input check made (see :mod:`runtime.checks.input_checks`), for a run with cube
     edge ``size`` and ``classes`` outputs (they enter the memory estimate)."""
     if isinstance(peaks, ReadPeaks):
         return peaks

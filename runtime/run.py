@@ -2,7 +2,7 @@
 
 A thin command line over :class:`runtime.pipeline.TractSegPipeline`: every check on the input, the bundle and
 the output locations runs before the network; the output folder is locked for the run; outputs are staged and
-moved into place together at the end (:mod:`runtime.output_set`), the report last.
+moved into place together at the end (:mod:`runtime.outputs.output_set`), the report last.
 
 Exit status: 0 done; 1 an input, bundle, backend or output problem (one line on stderr, no output written);
 2 bad command line; 3 internal error (a bug: the traceback is saved to a file named on stderr);
@@ -17,19 +17,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.backends import BACKENDS
-from runtime.bundles import TASKS, TRACT_DEFINITIONS, model_for
+from runtime.network.backends import BACKENDS
+from runtime.models.bundles import TASKS, TRACT_DEFINITIONS, model_for
 from runtime.cli import PROG, guarded  # noqa: F401 (guarded: part of this module's API)
 from runtime.errors import OutputError
-from runtime.geometry import crop_to_nonzero
-from runtime.input_checks import check_cube_aspect
-from runtime.manifest_schema import PRECISIONS
-from runtime.nifti_io import default_output_dir, output_dtype, output_paths
-from runtime.output_set import COMMITTED, output_folder
+from runtime.io.geometry import crop_to_nonzero
+from runtime.checks.input_checks import check_cube_aspect
+from runtime.models.manifest_schema import PRECISIONS
+from runtime.io.nifti_io import default_output_dir, output_dtype, output_paths
+from runtime.outputs.output_set import COMMITTED, output_folder
 from runtime.pipeline import ReadPeaks, TractSegPipeline, read_peaks
-from runtime.preflight import check_outputs, open_manifest, resolve_bundle_dir
-from runtime.report import package_versions, peak_rss_mb, write_report
-from runtime.segmentation import SaveOptions
+from runtime.checks.preflight import check_outputs, open_manifest, resolve_bundle_dir
+from runtime.qc.report import package_versions, peak_rss_mb, write_report
+from runtime.outputs.segmentation import SaveOptions
 from runtime.session import (PREVIEW_FILE, STATISTICS_FILE, BundleHooks, Progress, first_peak_length,
                              preview_dependency_check)
 

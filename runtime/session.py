@@ -1,5 +1,5 @@
 """What a CLI run adds around the pipeline: progress bars, and the per-bundle collectors of ``--statistics``
-(:mod:`runtime.statistics`) and ``--preview`` (:mod:`runtime.preview`), fed with each bundle's volume as it is
+(:mod:`runtime.qc.statistics`) and ``--preview`` (:mod:`runtime.qc.preview`), fed with each bundle's volume as it is
 written, so neither recomputes a mask."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.output_set import StagedOutputs
-from runtime.segmentation import Segmentation
+from runtime.outputs.output_set import StagedOutputs
+from runtime.outputs.segmentation import Segmentation
 
 STATISTICS_FILE = "statistics.json"
 PREVIEW_FILE = "preview.png"
@@ -41,7 +41,7 @@ class BundleHooks:
 
     def __init__(self, segmentation: Segmentation, background: np.ndarray | None, statistics: bool,
                  probabilities: bool, subject: str, model: str):
-        from runtime import statistics as stats
+        from runtime.qc import statistics as stats
 
         self.segmentation, self.probabilities = segmentation, probabilities
         self.seconds = 0.0  # time spent on statistics and preview (reported: their cost)
@@ -52,7 +52,7 @@ class BundleHooks:
                 segmentation.affine, stats.probabilities_meta(**meta) if probabilities else stats.masks_meta(**meta))
         self.canvas = None
         if background is not None:
-            from runtime.preview import PreviewCanvas
+            from runtime.qc.preview import PreviewCanvas
 
             self.canvas = PreviewCanvas(background, segmentation.affine, segmentation.bundles,
                                         f"{subject}  |  {model}")
@@ -96,6 +96,6 @@ def first_peak_length(data: np.ndarray) -> np.ndarray:
 def preview_dependency_check(args: argparse.Namespace) -> None:
     """Fail before the network when --preview cannot be made (Pillow missing)."""
     if args.preview:
-        from runtime.preview import _pillow
+        from runtime.qc.preview import _pillow
 
         _pillow()

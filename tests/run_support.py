@@ -16,11 +16,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from benchmarks.bundle import EXPORT_INPUTS
+
 REPO = Path(__file__).resolve().parent.parent
 # A bundle is rebuilt whenever anything that shapes it changes.
-EXPORT_INPUTS = sorted((REPO / "export").glob("*.py")) + [REPO / "runtime" / n for n in
-                                                          ("manifest.py", "bundles.py", "checksum.py",
-                                                           "manifest_schema.py")]
 # Fast tests: S=16 (4 poolings down to 1x1) and a batch of 3, so a short last batch is padded; the network then
 # costs ~1 s per run and opening the backend (sha256 + load of the 148 MB weights) dominates.
 SMALL_SIZE, SMALL_BATCH = 16, 3
@@ -172,7 +171,7 @@ def staging_folders(outdir: Path) -> list[Path]:
 def resign(bundle: Path, *files: str) -> None:
     """Rewrite the manifest's size and sha256 of `files` after a test changed them (a consistent but wrong
     bundle, which only the self-check can catch)."""
-    from runtime.checksum import sha256_of
+    from runtime.io.checksum import sha256_of
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     for rel in files:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.checksum import sha256_of
+from runtime.io.checksum import sha256_of
 from runtime.cohort.records import (DONE_NAME, ROW_FIELDS, CohortTable, InputIdentity, done_record, is_done,
                                     merge_tables, read_done_record, read_table, remove_done_record,
                                     table_name, write_done_record)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from export.download import DownloadError, download_weights, main, recorded_sha256, weights_dir, zenodo_url
-from runtime.bundles import MODELS, model_for
+from runtime.models.bundles import MODELS, model_for
 
 MODEL = model_for("tract_segmentation")
 

@@ -15,10 +15,10 @@ from export.model import slice_probabilities
 from export.sample_inputs import synthetic_slices
 from export.verify import DriftError
 from export.weights import model_from_state_dict, random_state_dict
-from runtime.backends import installed_backends, open_backend
-from runtime.bundles import model_for
-from runtime.checksum import sha256_of
-from runtime.manifest import ArtifactError, WeightsInfo, load_manifest
+from runtime.network.backends import installed_backends, open_backend
+from runtime.models.bundles import model_for
+from runtime.io.checksum import sha256_of
+from runtime.models.manifest import ArtifactError, WeightsInfo, load_manifest
 from tests.run_support import build_bundle as cached_bundle
 from tests.run_support import bundle_cache
 

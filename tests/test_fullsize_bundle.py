@@ -16,8 +16,8 @@ import pytest
 from export.model import slice_probabilities
 from export.sample_inputs import check_batches
 from export.weights import model_from_state_dict, random_state_dict
-from runtime.backends import installed_backends
-from runtime.manifest import load_manifest
+from runtime.network.backends import installed_backends
+from runtime.models.manifest import load_manifest
 from tests.no_jax import run_python
 
 pytestmark = pytest.mark.fullsize
@@ -27,9 +27,9 @@ SEED = 0
 RUN_ALL_BACKENDS = """
 import json, sys
 import numpy as np
-from runtime.backends import open_backend
-from runtime.manifest import load_manifest
-from runtime.precision import self_check
+from runtime.network.backends import open_backend
+from runtime.models.manifest import load_manifest
+from runtime.network.precision import self_check
 manifest = load_manifest(sys.argv[1])
 inputs = np.load(sys.argv[2], allow_pickle=False)
 results = {}
@@ -81,7 +81,7 @@ def test_fp16_onnx_stays_close_to_the_live_model(full_bundle, tmp_path):
     """The fp16 ONNX (export/precisions.py) of the full-size bundle, run on ONNX Runtime's CPU: within 1e-2 of the
     live fp32 model (measured 2.3e-3 on the example slices; fp16 keeps ~3 significant digits)."""
     from export.precisions import fp16_artifact
-    from runtime.backends import load_artifact
+    from runtime.network.backends import load_artifact
 
     (tmp_path / "model.onnx").symlink_to(full_bundle / "model.onnx")
     artifact = fp16_artifact(tmp_path, {})

@@ -1,4 +1,4 @@
-"""runtime.geometry against upstream TractSeg's data_utils / img_utils on small volumes."""
+"""runtime.io.geometry against upstream TractSeg's data_utils / img_utils on small volumes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.upstream import upstream_modules
-from runtime.geometry import (Transform, crop_to_nonzero, flip, mni_flip_axes, pad_and_zoom_to_cube,
+from runtime.io.geometry import (Transform, crop_to_nonzero, flip, mni_flip_axes, pad_and_zoom_to_cube,
                               to_original_space)
 
 AXIS_NAMES = ("x", "y", "z")
@@ -143,7 +143,7 @@ def test_flip_crop_pad_round_trip_matches_upstream_with_flipping_affine() -> Non
 def test_example_peaks_cube_matches_upstream(example_peaks_path: Path) -> None:
     import nibabel as nib
 
-    from runtime.nifti_io import load_peaks
+    from runtime.io.nifti_io import load_peaks
 
     data_utils, img_utils, _ = upstream_modules()
     data, affine = load_peaks(example_peaks_path)

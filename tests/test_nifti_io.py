@@ -1,4 +1,4 @@
-"""runtime.nifti_io: input validation, and outputs written exactly as upstream TractSeg writes them."""
+"""runtime.io.nifti_io: input validation, and outputs written exactly as upstream TractSeg writes them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import runtime.nifti_io as nifti_io
-from runtime.nifti_io import (InputError, default_output_dir, load_peaks, output_dtype, output_paths,
+import runtime.io.nifti_io as nifti_io
+from runtime.io.nifti_io import (InputError, default_output_dir, load_peaks, output_dtype, output_paths,
                               write_nifti_atomic)
 from tests.upstream import upstream_modules
 

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from runtime.backends import installed_backends
+from runtime.network.backends import installed_backends
 from runtime.run import main
 from tests.no_jax import BLOCKED, run_module, run_python
 from tests.run_support import build_bundle, bundle_cache, save_peaks, synthetic_peaks
@@ -35,7 +35,7 @@ def test_the_block_is_real(module):
 
 
 def test_importing_the_runtime_loads_no_framework():
-    done = run_python("import runtime.run, runtime.backends, runtime.predict, runtime.outputs\n"
+    done = run_python("import runtime.run, runtime.network.backends, runtime.network.predict, runtime.outputs.writers\n"
                       "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'torch', 'tensorflow', "
                       "'onnxruntime', 'openvino', 'iree'}))\n")
     assert done.returncode == 0, done.stderr

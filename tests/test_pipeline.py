@@ -11,10 +11,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import runtime.backends as backends
+import runtime.network.backends as backends
 from runtime import TractSegPipeline
 from runtime.errors import BackendError, InputError
-from runtime.manifest import load_manifest
+from runtime.models.manifest import load_manifest
 from runtime.run import main
 from tests.run_support import LAS, REPO, files_under, save_peaks, synthetic_peaks
 

@@ -1,4 +1,4 @@
-"""runtime.postprocess against upstream TractSeg's img_utils / direction_merger on small volumes."""
+"""runtime.outputs.postprocess against upstream TractSeg's img_utils / direction_merger on small volumes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from runtime.postprocess import endings_mask, has_two_big_blobs, remove_small_blobs, tract_mask
+from runtime.outputs.postprocess import endings_mask, has_two_big_blobs, remove_small_blobs, tract_mask
 from tests.upstream import upstream_modules
 
 

@@ -13,8 +13,8 @@ import pytest
 from onnx import numpy_helper
 
 from runtime.errors import ArtifactError, BackendError
-from runtime.manifest import Artifact, host_cpu_flags, load_manifest
-from runtime.precision import BF16_CPU_FLAGS
+from runtime.models.manifest import Artifact, host_cpu_flags, load_manifest
+from runtime.network.precision import BF16_CPU_FLAGS
 from tests.run_support import (SMALL_BATCH, SMALL_SIZE, build_bundle, bundle_cache, copy_bundle, files_under,
                                refused, resign)
 
@@ -142,8 +142,8 @@ def test_export_dice_gate_refuses_a_bad_quantization(tmp_path, monkeypatch):
     from export import precisions
     from export.bundle import ExportRequest, build_bundle
     from export.weights import model_from_state_dict, random_state_dict
-    from runtime.bundles import model_for
-    from runtime.manifest import WeightsInfo
+    from runtime.models.bundles import model_for
+    from runtime.models.manifest import WeightsInfo
 
     def broken(work: Path, calibration: dict):
         model = onnx.load(str(work / "model.onnx"))

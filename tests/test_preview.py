@@ -1,4 +1,4 @@
-"""runtime.preview: render synthetic bundles at known places, then read the PNG back and check its pixels."""
+"""runtime.qc.preview: render synthetic bundles at known places, then read the PNG back and check its pixels."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 PIL = pytest.importorskip("PIL", reason="Pillow is not installed (pip install 'tractseg-aot[qc]'): preview untested")
 from PIL import Image  # noqa: E402
 
-from runtime.preview import PILLOW_MISSING, PreviewCanvas, bundle_colour  # noqa: E402
+from runtime.qc.preview import PILLOW_MISSING, PreviewCanvas, bundle_colour  # noqa: E402
 
 SHAPE = (30, 36, 16)
 # LAS grid with non-isotropic voxels (2 x 2 x 3 mm): x index runs right -> left.
@@ -64,7 +64,7 @@ def colour_mask(pixels: np.ndarray, box: tuple[int, int, int, int], colour: tupl
 
 def world_extent(index: int) -> np.ndarray:
     """(min, max) world mm of the outer voxel edges of bundle index's box, per world axis (independent of
-    runtime.preview: from the affine and voxel sizes only)."""
+    runtime.qc.preview: from the affine and voxel sizes only)."""
     corners = np.array([[b[0] for b in BOXES[index]], [b[1] - 1 for b in BOXES[index]]])
     world = nib.affines.apply_affine(AFFINE, corners)
     half = nib.affines.voxel_sizes(AFFINE) / 2
@@ -173,7 +173,7 @@ def test_deterministic_order_independent_and_flip_invariant(rendered, tmp_path: 
 
 
 def test_hcp_size_72_bundles_under_1mb(tmp_path: Path) -> None:
-    from runtime.bundles import TRACTQUERIER_BUNDLES
+    from runtime.models.bundles import TRACTQUERIER_BUNDLES
     shape = (145, 174, 145)
     rng = np.random.default_rng(0)
     background = rng.random(shape, dtype=np.float32)

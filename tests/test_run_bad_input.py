@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from runtime.bundles import XTRACT_BUNDLES
+from runtime.models.bundles import XTRACT_BUNDLES
 from runtime.run import main
 from tests.run_support import LAS, copy_bundle, files_under, refused, save_peaks, synthetic_peaks
 

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from runtime.backends import open_backend
-from runtime.bundles import ENDINGS_BUNDLES, TRACTQUERIER_BUNDLES, XTRACT_BUNDLES
-from runtime.checksum import sha256_of
-from runtime.geometry import crop_to_nonzero, pad_and_zoom_to_cube
-from runtime.manifest import load_manifest
-from runtime.nifti_stream import write_nifti_volumes
-from runtime.outputs import OutputSpec, write_outputs
-from runtime.postprocess import BUNDLE_SPECIFIC_RULES
-from runtime.predict import fused_probabilities
+from runtime.network.backends import open_backend
+from runtime.models.bundles import ENDINGS_BUNDLES, TRACTQUERIER_BUNDLES, XTRACT_BUNDLES
+from runtime.io.checksum import sha256_of
+from runtime.io.geometry import crop_to_nonzero, pad_and_zoom_to_cube
+from runtime.models.manifest import load_manifest
+from runtime.io.nifti_stream import write_nifti_volumes
+from runtime.outputs.writers import OutputSpec, write_outputs
+from runtime.outputs.postprocess import BUNDLE_SPECIFIC_RULES
+from runtime.network.predict import fused_probabilities
 from runtime.run import main
 from tests.run_support import (LAS, SMALL_SIZE, files_under, flipped_input, read, save_peaks, small_bundle,
                                synthetic_peaks)

@@ -27,10 +27,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from runtime.bundles import model_for
-from runtime.postprocess import BUNDLE_SPECIFIC_RULES
+from runtime.models.bundles import model_for
+from runtime.outputs.postprocess import BUNDLE_SPECIFIC_RULES
 from runtime.pipeline import TractSegPipeline
-from runtime.segmentation import Segmentation
+from runtime.outputs.segmentation import Segmentation
 from tests.run_support import build_bundle, bundle_cache, save_peaks, synthetic_peaks
 from tests.upstream import save_upstream_checkpoint, upstream_modules, upstream_network
 

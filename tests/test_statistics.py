@@ -1,4 +1,4 @@
-"""runtime.statistics against values computed independently (np.argwhere, nibabel.affines) from masks written to
+"""runtime.qc.statistics against values computed independently (np.argwhere, nibabel.affines) from masks written to
 NIfTI and read back, on a non-isotropic grid with a flipped (negative diagonal) affine."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from runtime.statistics import (StatisticsAccumulator, bundle_statistics, masks_meta, probabilities_meta,
+from runtime.qc.statistics import (StatisticsAccumulator, bundle_statistics, masks_meta, probabilities_meta,
                                 probability_statistics, read_statistics, statistics_document, write_statistics)
 
 SHAPE = (23, 31, 17)

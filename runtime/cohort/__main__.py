@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runtime.bundles import model_for
+from runtime.models.bundles import model_for
 from runtime.cohort.engine import default_threads, default_workers, run_subjects
 from runtime.cohort.records import CohortTable, is_done, table_name
 from runtime.cohort.subjects import DEFAULT_PATTERN, CohortInputError, check_parts, discover, split_parts
 from runtime.errors import InputError
-from runtime.input_checks import available_memory_bytes
-from runtime.preflight import available_cores, check_writable_dir, open_manifest, resolve_bundle_dir
+from runtime.checks.input_checks import available_memory_bytes
+from runtime.checks.preflight import available_cores, check_writable_dir, open_manifest, resolve_bundle_dir
 from runtime.cli import guarded
 from runtime.run import _path, add_run_options, check_run_options, request_record
 from runtime.session import preview_dependency_check
@@ -113,7 +113,7 @@ def study(args: argparse.Namespace) -> int:
         finally:
             table.flush()
     if args.statistics:
-        from runtime.study_report import write_study_report
+        from runtime.qc.study_report import write_study_report
 
         write_study_report(outroot, table.rows())
     failed_rows = [r for r in table.rows() if r["status"] != "done"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.atomic import write_text_atomic
+from runtime.io.atomic import write_text_atomic
 from runtime.cohort.subjects import check_parts
 
 ROW_FIELDS = ("subject", "peaks", "status", "error", "seconds", "peak_rss_mb", "slices_run", "worker")

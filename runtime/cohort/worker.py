@@ -1,7 +1,7 @@
 """What runs for one subject on a worker (a Dask worker process, or the driver itself): open the pipeline once per
 process, segment the subject into ``OUTROOT/<subject>/`` all or nothing, then write its done-record last.
 
-A subject's folder is locked while it runs (:mod:`runtime.output_set`); a worker that finds it locked by a run
+A subject's folder is locked while it runs (:mod:`runtime.outputs.output_set`); a worker that finds it locked by a run
 that outlived its driver (a ``kill -9`` of the driver leaves Dask workers finishing their task) waits for the
 lock, then takes the other run's result if it completed.
 """
@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.checksum import sha256_of
+from runtime.io.checksum import sha256_of
 from runtime.cohort.records import (InputIdentity, done_record, is_done, remove_done_record,
                                     write_done_record)
 from runtime.errors import TractSegError, one_line
-from runtime.output_set import LOCK_NAME
+from runtime.outputs.output_set import LOCK_NAME
 
 _PIPELINES: dict[tuple, Any] = {}
 _LOCK = threading.Lock()  # one subject at a time per process: backends are not all thread-safe
@@ -74,7 +74,7 @@ def wait_for_lock(folder: Path, timeout: float = LOCK_WAIT_S) -> None:
 def process_subject(subject: str, peaks: str, outroot: str, args: argparse.Namespace, bundle_id: str,
                     options: dict[str, Any]) -> dict[str, Any]:
     """Segment one subject; returns its cohort.csv row (status done or failed, never raises for a bad subject)."""
-    from runtime.report import peak_rss_mb
+    from runtime.qc.report import peak_rss_mb
     from runtime.run import segment_subject
 
     folder = Path(outroot) / subject

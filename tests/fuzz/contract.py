@@ -13,8 +13,8 @@ from tests.fuzz.running import run_in_process, run_subprocess, snapshot
 
 
 def expected_outputs(case: Case) -> set[str]:
-    from runtime.bundles import TRACTQUERIER_BUNDLES
-    from runtime.nifti_io import output_paths
+    from runtime.models.bundles import TRACTQUERIER_BUNDLES
+    from runtime.io.nifti_io import output_paths
 
     files = output_paths("tract_segmentation", TRACTQUERIER_BUNDLES, case.single_file, False, case.outdir)
     names = {str(p.relative_to(case.outdir)) for p in files}

@@ -3,7 +3,7 @@
 Only the fused cube ``(C, S, S, S)`` float32 is held; every input-grid array is made on request, one bundle at a
 time (:meth:`Segmentation.probability`, :meth:`Segmentation.mask`) or stacked (:attr:`Segmentation.probabilities`,
 :meth:`Segmentation.masks`). :meth:`Segmentation.save` writes upstream's layout all-or-nothing
-(:mod:`runtime.output_set`).
+(:mod:`runtime.outputs.output_set`).
 """
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.geometry import BBox, Transform
-from runtime.nifti_io import output_dtype, output_paths
-from runtime.output_set import StagedOutputs, output_folder
-from runtime.outputs import OutputSpec, bundle_volume, write_outputs
-from runtime.predict import SliceStats
+from runtime.io.geometry import BBox, Transform
+from runtime.io.nifti_io import output_dtype, output_paths
+from runtime.outputs.output_set import StagedOutputs, output_folder
+from runtime.outputs.writers import OutputSpec, bundle_volume, write_outputs
+from runtime.network.predict import SliceStats
 
 BundleHook = Callable[[int, str, np.ndarray], None]  # (index, name, written volume on the input grid)
 
@@ -95,9 +95,9 @@ class Segmentation:
         return np.stack([self.mask(name, postprocess) for name in self.bundles])
 
     def statistics(self, postprocess: bool = True) -> dict:
-        """``runtime.run --statistics``'s document (:mod:`runtime.statistics`): per bundle the voxel count, volume
+        """``runtime.run --statistics``'s document (:mod:`runtime.qc.statistics`): per bundle the voxel count, volume
         in ml, centroid in world mm, bounding box and mean probability inside the mask, plus ``_meta``."""
-        from runtime.statistics import StatisticsAccumulator, masks_meta
+        from runtime.qc.statistics import StatisticsAccumulator, masks_meta
 
         stats = StatisticsAccumulator(self.affine, masks_meta(model=self.output_type, source=self.source))
         for name in self.bundles:

@@ -2,7 +2,7 @@
 ``42``, the model a string, no artifacts, an artifact without id, slice size 0, a file path leaving the bundle)
 is one :class:`ArtifactError` line naming the file and the field, never a ``TypeError`` or ``KeyError``.
 
-:func:`parse_manifest` returns plain, type-checked values keyed like :class:`runtime.manifest.Manifest`'s fields;
+:func:`parse_manifest` returns plain, type-checked values keyed like :class:`runtime.models.manifest.Manifest`'s fields;
 the dataclasses are built from them there. Unknown keys are ignored (a newer exporter may add some).
 """
 from __future__ import annotations

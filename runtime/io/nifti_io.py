@@ -21,7 +21,7 @@ every problem raises :class:`InputError` with one line "<file>: <what is wrong>"
 and pairs. Refused beyond upstream: other formats nibabel could read (MGH, MINC, ...), a non-finite affine, an
 all-zero volume (upstream crashes in crop_to_nonzero), +/-inf values (upstream turns them into 1.8e308, then
 inf in float32, and silently writes empty or garbage masks), unscaled integer storage, and everything
-:mod:`runtime.input_checks` refuses (complex/RGB data, singular or permuted affines, a header claiming more data
+:mod:`runtime.checks.input_checks` refuses (complex/RGB data, singular or permuted affines, a header claiming more data
 than the file holds, a volume that does not fit in memory, values that cannot be normalised in float32).
 """
 
@@ -38,10 +38,10 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from runtime.atomic import atomic_target
-from runtime.bundles import TASKS as OUTPUT_TYPES
+from runtime.io.atomic import atomic_target
+from runtime.models.bundles import TASKS as OUTPUT_TYPES
 from runtime.errors import InputError, one_line
-from runtime.input_checks import OBLIQUE_WARN_DEGREES, check_header, check_values
+from runtime.checks.input_checks import OBLIQUE_WARN_DEGREES, check_header, check_values
 
 DEFAULT_OUTPUT_DIRNAME = "tractseg_output"
 
@@ -120,7 +120,7 @@ def load_peaks(path: str | os.PathLike[str], cube: int = 144, n_classes: int = 7
 
     Values equal upstream's ``get_fdata()`` (float64) cast to float32: unscaled float32 files are read as float32
     directly, anything else through float64 to keep the same rounding. Every header check
-    (:func:`runtime.input_checks.check_header`, for a run at cube edge ``cube`` with ``n_classes`` outputs) is made
+    (:func:`runtime.checks.input_checks.check_header`, for a run at cube edge ``cube`` with ``n_classes`` outputs) is made
     before the data is read. Raises :class:`InputError` for every problem (see the module docstring).
     """
     file = Path(path)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import ArtifactError, BackendError
-from runtime.manifest import Artifact, Manifest, host_cpu_flags
+from runtime.models.manifest import Artifact, Manifest, host_cpu_flags
 
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # the CPU instructions that compute bf16 natively
 # Limit = 2 x recorded + 1e-5: a same-precision run on another CPU or GPU changes only the summation order (fp32

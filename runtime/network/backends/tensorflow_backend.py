@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import BackendError
-from runtime.manifest import INPUT_NAME, Artifact
+from runtime.network.backends import BackendError
+from runtime.models.manifest import INPUT_NAME, Artifact
 
 
 class TensorFlowBackend:

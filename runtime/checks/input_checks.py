@@ -1,6 +1,6 @@
 """Checks of a peak image that can be made before the data is read or the network runs.
 
-Every refusal is an :class:`runtime.nifti_io.InputError` with one line naming the file and what is wrong:
+Every refusal is an :class:`runtime.io.nifti_io.InputError` with one line naming the file and what is wrong:
 
 * header level, before any allocation (:func:`check_header`): data type (complex, RGB and other non-real types
   refused by name; unscaled integers refused), the affine (finite, non-singular, axis-ordered; see
@@ -22,7 +22,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from runtime.manifest import PEAK_CHANNELS
+from runtime.models.manifest import PEAK_CHANNELS
 from runtime.errors import InputError
 
 # |value| above this cannot be normalised in float32: the per-slice variance sums up to 9*144*144 squares, and

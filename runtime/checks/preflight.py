@@ -2,7 +2,7 @@
 
 * :func:`resolve_bundle_dir` / :func:`open_manifest`: which bundle serves the request, and that it is the right one
   (task, tract definition, class count and bundle names); artifact checksums are verified when the backend
-  opens it (:func:`runtime.backends.open_backend`).
+  opens it (:func:`runtime.network.backends.open_backend`).
 * :func:`check_outputs`: the output locations are folders we can write to, no output exists unless ``--force``,
   and the report is neither the input nor one of the outputs.
 * :func:`cap_threads`: a thread count the machine has.
@@ -16,9 +16,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime.bundles import Model
+from runtime.models.bundles import Model
 from runtime.errors import ArtifactError, OutputError
-from runtime.manifest import MANIFEST_NAME, Manifest, load_manifest
+from runtime.models.manifest import MANIFEST_NAME, Manifest, load_manifest
 
 ARTIFACTS_ENV = "TRACTSEG_AOT_ARTIFACTS"
 log = logging.getLogger("tractseg_aot")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.backends import Backend
+from runtime.network.backends import Backend
 
 Progress = Callable[[int], None]
 DIRECTIONS = ("x", "y", "z")

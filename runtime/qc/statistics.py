@@ -11,12 +11,12 @@ Everything is measured on the input grid (the grid the output NIfTIs are written
 * ``centroid_mm``: the affine applied to the mean voxel index (world coordinates of the affine's space, mm),
   each rounded to 3 decimals (1 um); None for an empty mask
 * ``bbox_voxels``: ``[[x0, x1], [y0, y1], [z0, z1]]`` voxel indices, half-open ``[min, max + 1)`` like
-  :func:`runtime.geometry.crop_to_nonzero`; None for an empty mask
+  :func:`runtime.io.geometry.crop_to_nonzero`; None for an empty mask
 * ``mean_probability``: mean of the probability inside the mask, rounded to 6 decimals; None for an empty mask
   or when no probability is given
 
 ``--get_probabilities`` runs write no masks; :func:`probability_statistics` then counts voxels with
-``probability > threshold`` (strict, like the tract binarisation in :mod:`runtime.postprocess`).
+``probability > threshold`` (strict, like the tract binarisation in :mod:`runtime.outputs.postprocess`).
 
 numpy only; no per-voxel index arrays are built (projections along axes give counts, bbox and centroid).
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.atomic import write_text_atomic
+from runtime.io.atomic import write_text_atomic
 
 VOLUME_DECIMALS = 4
 CENTROID_DECIMALS = 3

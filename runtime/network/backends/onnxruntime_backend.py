@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import BackendError
-from runtime.manifest import INPUT_NAME, Artifact
+from runtime.network.backends import BackendError
+from runtime.models.manifest import INPUT_NAME, Artifact
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.geometry import BBox, Transform, flip, to_original_space
-from runtime.nifti_io import output_dtype, write_nifti_atomic
-from runtime.nifti_stream import write_nifti_volumes
-from runtime.postprocess import endings_mask, remove_small_blobs, tract_mask
+from runtime.io.geometry import BBox, Transform, flip, to_original_space
+from runtime.io.nifti_io import output_dtype, write_nifti_atomic
+from runtime.io.nifti_stream import write_nifti_volumes
+from runtime.outputs.postprocess import endings_mask, remove_small_blobs, tract_mask
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from nibabel for a zero-strided stand-in of the full shape (no memory), then eve
 nibabel's own ``array_to_file`` through nibabel's gzip opener. Upstream writes ``--single_output_file`` from one
 (X, Y, Z, C) array; here the CLI never holds more than one output volume of it.
 
-Like :func:`runtime.nifti_io.write_nifti_atomic`, the file goes to a hidden temporary name in the target folder,
+Like :func:`runtime.io.nifti_io.write_nifti_atomic`, the file goes to a hidden temporary name in the target folder,
 is fsynced and renamed over the target; on failure the temporary file is removed.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from nibabel.openers import Opener
 from nibabel.volumeutils import array_to_file, seek_tell
 
-from runtime.atomic import atomic_target
+from runtime.io.atomic import atomic_target
 
 
 def nifti_header(shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray) -> nib.Nifti1Header:

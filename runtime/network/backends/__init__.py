@@ -13,14 +13,14 @@ from typing import Protocol
 import numpy as np
 
 from runtime.errors import ArtifactError, BackendError, one_line
-from runtime.manifest import Artifact, Manifest
+from runtime.models.manifest import Artifact, Manifest
 
 # name -> (module with the backend, python package that must be installed, pip extra)
 BACKENDS: dict[str, tuple[str, str, str]] = {
-    "onnxruntime": ("runtime.backends.onnxruntime_backend", "onnxruntime", "onnxruntime"),
-    "openvino": ("runtime.backends.openvino_backend", "openvino", "openvino"),
-    "iree": ("runtime.backends.iree_backend", "iree.runtime", "iree"),
-    "tensorflow": ("runtime.backends.tensorflow_backend", "tensorflow", "tensorflow"),
+    "onnxruntime": ("runtime.network.backends.onnxruntime_backend", "onnxruntime", "onnxruntime"),
+    "openvino": ("runtime.network.backends.openvino_backend", "openvino", "openvino"),
+    "iree": ("runtime.network.backends.iree_backend", "iree.runtime", "iree"),
+    "tensorflow": ("runtime.network.backends.tensorflow_backend", "tensorflow", "tensorflow"),
 }
 # how a backend's C++ says it ran out of memory (ONNX Runtime, OpenVINO: std::bad_alloc or their own words)
 OUT_OF_MEMORY = ("bad_alloc", "Failed to allocate", "out of memory", "Cannot allocate memory")
@@ -82,7 +82,7 @@ def choose(backend: str, device: str, manifest: Manifest, precision: str = "fp32
     in the bundle. ``device="auto"`` takes CUDA only for a backend that can really run there
     (:func:`can_run_cuda`), else CPU. A precision the bundle lacks is an ArtifactError, never another precision."""
     if precision not in manifest.precisions:
-        from runtime.precision import missing_precision
+        from runtime.network.precision import missing_precision
 
         raise missing_precision(manifest, precision)
     devices = ["cuda", "cpu"] if device == "auto" else [device]

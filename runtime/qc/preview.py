@@ -33,7 +33,7 @@ import numpy as np
 from nibabel.affines import voxel_sizes
 from nibabel.orientations import apply_orientation, io_orientation
 
-from runtime.atomic import atomic_target
+from runtime.io.atomic import atomic_target
 from runtime.errors import MissingExtraError
 
 PILLOW_MISSING = "--preview needs Pillow: pip install 'tractseg-aot[qc]'"

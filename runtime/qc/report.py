@@ -14,9 +14,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from runtime.atomic import write_text_atomic
-from runtime.backends import Backend
-from runtime.manifest import Artifact, Manifest
+from runtime.io.atomic import write_text_atomic
+from runtime.network.backends import Backend
+from runtime.models.manifest import Artifact, Manifest
 
 PACKAGES = ("tractseg-aot", "numpy", "scipy", "nibabel", "tqdm")
 

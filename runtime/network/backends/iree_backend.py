@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import BackendError
-from runtime.manifest import Artifact
+from runtime.network.backends import BackendError
+from runtime.models.manifest import Artifact
 
 DRIVERS = {"cpu": "local-task", "cuda": "cuda"}
 

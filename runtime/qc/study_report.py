@@ -1,7 +1,7 @@
 """Study-level outputs of a cohort run: ``OUTROOT/statistics.csv`` and ``OUTROOT/report.html``.
 
 Built only from the subject rows and the files on disk (``OUTROOT/<subject>/statistics.json`` written by
-:mod:`runtime.statistics`, ``OUTROOT/<subject>/preview.png`` written by :mod:`runtime.preview`), so a plain rerun
+:mod:`runtime.qc.statistics`, ``OUTROOT/<subject>/preview.png`` written by :mod:`runtime.qc.preview`), so a plain rerun
 of :func:`write_study_report` regenerates both from the results of an earlier run.
 
 A subject row is a dict with keys ``subject, peaks, status ("done" | "failed" | "skipped" | other), error,
@@ -31,8 +31,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from runtime.atomic import write_text_atomic
-from runtime.statistics import META_KEY, read_statistics
+from runtime.io.atomic import write_text_atomic
+from runtime.qc.statistics import META_KEY, read_statistics
 
 OUTLIER_Z = 3.5
 MAD_SCALE = 1.4826          # MAD of a normal distribution's sample -> its standard deviation

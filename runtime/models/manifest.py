@@ -1,7 +1,7 @@
 """manifest.json: the one contract between export/ (which writes it) and the runtime (which reads it).
 
 The manifest is typed: export/ builds a :class:`Manifest` and writes :meth:`Manifest.to_dict`; the runtime reads it
-back with :func:`load_manifest`, which validates every field against the schema (:mod:`runtime.manifest_schema`)
+back with :func:`load_manifest`, which validates every field against the schema (:mod:`runtime.models.manifest_schema`)
 and checks that every referenced file exists inside the bundle with its recorded size, so a hostile or broken
 manifest is one :class:`ArtifactError` line, never a ``KeyError`` deep in a run. Nothing is loaded before its
 sha256 is verified: :meth:`Manifest.verified_path`.
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.checksum import sha256_of
+from runtime.io.checksum import sha256_of
 from runtime.errors import ArtifactError
-from runtime.manifest_schema import PRECISIONS, parse_manifest
+from runtime.models.manifest_schema import PRECISIONS, parse_manifest
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
