@@ -67,8 +67,8 @@ def host():
 def build(platforms: tuple[str, ...], formats: tuple[str, ...], out: Path) -> dict:
     from export.bundle import ExportRequest, build_bundle
     from export.weights import model_from_state_dict, random_state_dict
-    from runtime.bundles import model_for
-    from runtime.manifest import WeightsInfo
+    from runtime.models.bundles import model_for
+    from runtime.models.manifest import WeightsInfo
 
     model = model_for("tract_segmentation", "TractQuerier+")
     info = WeightsInfo(source="random (seed 0, He-scaled)", sha256=None, demo=True, seed=0,
@@ -124,8 +124,8 @@ def live_model_gpu():
 def iree_cuda_latency():
     import numpy as np
 
-    from runtime.backends import load_artifact
-    from runtime.manifest import load_manifest
+    from runtime.network.backends import load_artifact
+    from runtime.models.manifest import load_manifest
 
     manifest = load_manifest(Path("/tmp/bundle_cuda"))
     artifact = next(a for a in manifest.artifacts if a.id == "iree-cuda")

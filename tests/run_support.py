@@ -19,7 +19,7 @@ import pytest
 from benchmarks.bundle import EXPORT_INPUTS
 
 REPO = Path(__file__).resolve().parent.parent
-# A bundle is rebuilt whenever anything that shapes it changes.
+# A bundle is rebuilt whenever anything that shapes it changes (EXPORT_INPUTS).
 # Fast tests: S=16 (4 poolings down to 1x1) and a batch of 3, so a short last batch is padded; the network then
 # costs ~1 s per run and opening the backend (sha256 + load of the 148 MB weights) dominates.
 SMALL_SIZE, SMALL_BATCH = 16, 3
