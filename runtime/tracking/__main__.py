@@ -1,0 +1,92 @@
+"""python -m runtime.tracking -i PEAKS -o DIR (console script: tractseg-aot-tracking): upstream ``Tracking``.
+
+Flags and defaults as upstream TractSeg 2.10's ``Tracking`` (``--tracking_format tck``, ``--tracking_dilation 0``,
+``--nr_fibers 2000``, ``--bundles all``), plus ``--seed``. Reads ``DIR/TOM``, ``DIR/bundle_segmentations`` and
+``DIR/endings_segmentations``; writes ``DIR/TOM_trackings/<bundle>.<ext>`` and a ``<bundle>.<ext>.json`` sidecar.
+Only upstream's default algorithm (``prob`` with its own tracker) is built in; the MRtrix modes (``--algorithm
+det``, ``--track_FODs``, ``--no_filtering_by_endpoints``) are refused with one line.
+
+Exit status: 0 done; 1 a missing / mismatched input or an unusable output (one line, nothing written for it);
+2 bad command line; 3 internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from runtime.cli import guarded
+from runtime.errors import InputError, OutputError
+from runtime.tracking.api import DEFAULT_SEED, TrackingOptions, parse_bundles, track_output_folder
+from runtime.tracking.extra import require_dipy
+from runtime.tracking.writers import FORMATS
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tractseg-aot-tracking",
+                                     description="Tracking on the TOMs created by TractSeg (upstream Tracking).")
+    parser.add_argument("-i", metavar="filepath", dest="input", required=True,
+                        help="CSD peaks in MRtrix format (4D Nifti image with dimensions [x,y,z,9])")
+    parser.add_argument("-o", metavar="directory", dest="output",
+                        help="TractSeg output directory (default: tractseg_output beside the input)")
+    parser.add_argument("--tracking_dir", metavar="folder_name", default="auto",
+                        help="Name of the folder created for the tracking output (default: TOM_trackings)")
+    parser.add_argument("--algorithm", metavar="prob|det", choices=["prob", "det"], default="prob")
+    parser.add_argument("--track_FODs", metavar="False|FACT|SD_STREAM|iFOD2",
+                        choices=["False", "FACT", "SD_STREAM", "iFOD2"], default="False")
+    parser.add_argument("--track_best_orig", action="store_true", default=False)
+    parser.add_argument("--tracking_dilation", metavar="n", type=int, default=0,
+                        help="Dilate the bundle mask by n voxels and the endpoint masks by n+1 (default: 0)")
+    parser.add_argument("--nr_fibers", metavar="n", type=int, default=2000,
+                        help="Number of fibers to create (default: 2000)")
+    parser.add_argument("--tracking_format", metavar="tck|trk|trk_legacy", choices=list(FORMATS), default="tck",
+                        help="Output format (default: tck, as upstream)")
+    parser.add_argument("--no_filtering_by_endpoints", action="store_true", default=False)
+    parser.add_argument("--bundles", metavar="A,B,C", dest="bundles_string", default="all",
+                        help="Comma separated list of bundles to track (default: all 72)")
+    parser.add_argument("--nr_cpus", metavar="n", type=int, default=-1,
+                        help="Accepted for compatibility; the vectorised tracker runs in one process")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"Random seed (default: {DEFAULT_SEED}); recorded in each <bundle>.<ext>.json")
+    parser.add_argument("--verbose", action="store_true", default=False)
+    parser.add_argument("--quiet", action="store_true", default=False)
+    return parser.parse_args(argv)
+
+
+def _refuse_mrtrix_modes(args: argparse.Namespace) -> None:
+    """Upstream hands these to MRtrix ``tckgen``; this runtime does not (one line instead of a crash)."""
+    for flag, used in (("--algorithm det", args.algorithm == "det"), ("--track_FODs", args.track_FODs != "False"),
+                       ("--no_filtering_by_endpoints", args.no_filtering_by_endpoints),
+                       ("--track_best_orig", args.track_best_orig)):
+        if used:
+            raise InputError(f"{flag}: upstream runs MRtrix/best-original-peak tracking for this; "
+                             f"tractseg-aot implements only the default probabilistic TOM tracking")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def action() -> None:
+        _refuse_mrtrix_modes(args)
+        require_dipy()
+        peaks = Path(args.input)
+        if not peaks.is_file():
+            raise InputError(f"{peaks}: not found")
+        output_dir = Path(args.output) if args.output else peaks.parent / "tractseg_output"
+        if not output_dir.is_dir():
+            raise InputError(f"{output_dir}: not a TractSeg output folder (not found)")
+        folder = "TOM_trackings" if args.tracking_dir == "auto" else args.tracking_dir
+        if not os.access(output_dir, os.W_OK):
+            raise OutputError(f"{output_dir}: not writable")
+        options = TrackingOptions(args.nr_fibers, args.tracking_dilation, args.tracking_format, args.seed)
+        track_output_folder(output_dir, parse_bundles(args.bundles_string), options, folder,
+                            progress=None if args.quiet else tqdm)
+
+    return guarded(action, args.quiet, final=argv is None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

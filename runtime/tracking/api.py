@@ -1,0 +1,109 @@
+"""Tracking as functions: one bundle on arrays (:func:`track_bundle`), or bundles of a TractSeg output folder in
+upstream's layout (:func:`track_output_folder`, what ``python -m runtime.tracking`` runs).
+
+Mirrors (TractSeg 2.10): ``bin/Tracking`` (bundle list, output folder ``TOM_trackings``) and ``libs/tracking.py``
+``track`` (empty-mask check and empty tractogram, the ``tractseg`` / ``fixed_prob`` branch, the writers).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from runtime.errors import InputError
+from runtime.models.bundles import TRACTQUERIER_BUNDLES
+from runtime.tracking.prepare import (BundleFiles, BundleInputs, open_bundle, read_bundle_inputs, to_world,
+                                      tracking_volumes)
+from runtime.tracking.walker import track_voxels
+from runtime.tracking.writers import FORMATS, extension, save_tractogram, write_sidecar
+
+log = logging.getLogger("tractseg_aot")
+
+DEFAULT_SEED = 0
+TRACKING_FOLDER = "TOM_trackings"
+
+
+@dataclass(frozen=True)
+class TrackingOptions:
+    """Upstream ``Tracking``'s options that the ``tractseg`` probabilistic tracker uses (its CLI defaults)."""
+
+    nr_fibers: int = 2000
+    dilation: int = 0
+    tracking_format: str = "tck"
+    seed: int = DEFAULT_SEED
+
+
+def bundle_rng(seed: int, bundle: str) -> np.random.Generator:
+    """One generator per (seed, bundle), so a bundle's tractogram does not depend on which others are tracked."""
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(bundle.encode())]))
+
+
+def track_bundle(inputs: BundleInputs, nr_fibers: int = 2000, dilation: int = 0,
+                 rng: np.random.Generator | None = None) -> tuple[nib.streamlines.ArraySequence, dict[str, object]]:
+    """Track one bundle (arrays as :func:`runtime.tracking.prepare.read_bundle_inputs` gives them); returns the
+    streamlines in RAS mm (smoothed and compressed as upstream) and a record (seeds used, early stop)."""
+    rng = rng if rng is not None else bundle_rng(DEFAULT_SEED, "")
+    result = track_voxels(tracking_volumes(inputs, dilation), nr_fibers, rng)
+    streamlines = nib.streamlines.ArraySequence(to_world(result.streamlines, inputs))
+    return streamlines, {"seeds_used": result.seeds_used, "early_stop": result.early_stop,
+                         "streamlines": len(streamlines)}
+
+
+def parse_bundles(text: str) -> list[str]:
+    """``all`` or a comma-separated list of upstream's 72 bundle names (upstream ``parse_bundles_string``)."""
+    if text == "all":
+        return list(TRACTQUERIER_BUNDLES)
+    bundles = text.strip().split(",")
+    for bundle in bundles:
+        if bundle not in TRACTQUERIER_BUNDLES:
+            raise InputError(f"--bundles: invalid bundle name: {bundle}")
+    return bundles
+
+
+def _empty_masks(files: BundleFiles, images: dict[str, nib.Nifti1Image]) -> list[str]:
+    names = {"bundle": "tract mask", "beginnings": "tract beginnings mask", "endings": "tract endings mask"}
+    return [label for key, label in names.items() if not np.asanyarray(images[key].dataobj).max() > 0]
+
+
+def track_output_folder(output_dir: Path, bundles: Sequence[str], options: TrackingOptions,
+                        tracking_folder: str = TRACKING_FOLDER, progress=None) -> list[Path]:
+    """Track ``bundles`` of a TractSeg output folder into ``output_dir/<tracking_folder>/<bundle>.<ext>``.
+
+    Every bundle's four files are opened and checked first (so a missing or mismatched file fails with nothing
+    written); then each bundle is tracked and written atomically with a ``.json`` sidecar holding the seed."""
+    if options.tracking_format not in FORMATS:
+        raise InputError(f"--tracking_format: {options.tracking_format!r} is not one of {', '.join(FORMATS)}")
+    if options.nr_fibers < 1:
+        raise InputError(f"--nr_fibers: must be at least 1, got {options.nr_fibers}")
+    if options.dilation < 0:
+        raise InputError(f"--tracking_dilation: must be >= 0, got {options.dilation}")
+    checked = [(bundle, BundleFiles.under(output_dir, bundle)) for bundle in bundles]
+    opened = [(bundle, files, open_bundle(files)) for bundle, files in checked]
+    out_dir = output_dir / tracking_folder
+    written = []
+    for bundle, files, images in (progress(opened) if progress else opened):
+        target = out_dir / f"{bundle}.{extension(options.tracking_format)}"
+        started = time.perf_counter()
+        empty = _empty_masks(files, images)
+        affine, shape = images["bundle"].affine, images["bundle"].shape[:3]
+        if empty:
+            log.warning(f"{bundle}: {', '.join(empty)} empty; writing an empty tractogram ({target})")
+            streamlines, record = nib.streamlines.ArraySequence(), {"seeds_used": 0, "early_stop": False,
+                                                                    "streamlines": 0, "empty_masks": empty}
+        else:
+            inputs = read_bundle_inputs(files, images)
+            streamlines, record = track_bundle(inputs, options.nr_fibers, options.dilation,
+                                               bundle_rng(options.seed, bundle))
+        save_tractogram(target, streamlines, affine, shape, options.tracking_format)
+        record.update(bundle=bundle, seed=options.seed, seed_derivation="SeedSequence([seed, crc32(bundle)])",
+                      nr_fibers=options.nr_fibers, tracking_dilation=options.dilation,
+                      tracking_format=options.tracking_format, seconds=round(time.perf_counter() - started, 3))
+        write_sidecar(target.with_name(target.name + ".json"), record)
+        written.append(target)
+    return written
