@@ -1,0 +1,19 @@
+"""Tractometry as upstream TractSeg 2.10's ``Tractometry`` does it: a scalar map (e.g. FA) sampled at
+``nr_points`` segments along each tracked bundle, one CSV per subject in upstream's exact layout.
+
+Command line: ``python -m runtime.tractometry -i DIR/TOM_trackings -o OUT.csv -e DIR/endings_segmentations
+-s FA.nii.gz [--nr_points 100] [--tracking_format tck|trk|trk_legacy]`` (console script
+``tractseg-aot-tractometry``).
+
+Python API:
+
+* :func:`tractometry` ``(tracking_dir, endings_dir, scalar_path, nr_points, tracking_format)`` ->
+  :class:`TractometryTable` (``bundles``, ``mean``, ``std``; ``write_csv`` writes upstream's CSV atomically);
+* :func:`profile` ``(streamlines, beginnings, scalar, affine, nr_points, dilate)`` -> (mean, std) of one bundle.
+
+Needs the ``tracking`` extra (dipy: QuickBundles and resampling, as upstream).
+"""
+from runtime.tractometry.profile import profile
+from runtime.tractometry.table import TRACTOMETRY_BUNDLES, TractometryTable, read_streamlines, tractometry
+
+__all__ = ["TRACTOMETRY_BUNDLES", "TractometryTable", "profile", "read_streamlines", "tractometry"]
