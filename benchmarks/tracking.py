@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -38,9 +37,14 @@ class Phantom:
         return a
 
 
-def write_phantom(root: Path, bundles: list[str], phantom: Phantom = Phantom(), empty: tuple[str, ...] = ()) -> Path:
+FULL_SIZE = Phantom(shape=(145, 174, 145), spacing=1.25, ring=30.0, tube=4.0, end_degrees=10.0)
+
+
+def write_phantom(root: Path, bundles: list[str], phantom: Phantom = Phantom(), empty: tuple[str, ...] = (),
+                  endings_only: tuple[str, ...] = ()) -> Path:
     """Write the phantom for each bundle (same geometry) under ``root/tractseg_output``; returns that folder.
-    Bundles in ``empty`` get an all-zero bundle mask (upstream's empty-tractogram case)."""
+    Bundles in ``empty`` get an all-zero bundle mask (upstream's empty-tractogram case); bundles in
+    ``endings_only`` get only their endings masks (upstream's Tractometry opens every bundle's beginnings)."""
     out = root / "tractseg_output"
     for sub in ("TOM", "bundle_segmentations", "endings_segmentations"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -55,6 +59,9 @@ def write_phantom(root: Path, bundles: list[str], phantom: Phantom = Phantom(), 
     endings = inside & (angle >= 180 - phantom.end_degrees)
     fa = (0.3 + 0.4 * inside * (1 + np.cos(np.radians(angle))) / 2 + 0.05 * np.sin(y)).astype(np.float32)
     affine = phantom.affine
+    for bundle in endings_only:
+        nib.save(nib.Nifti1Image(beginnings.astype(np.uint8), affine),
+                 str(out / "endings_segmentations" / f"{bundle}_b.nii.gz"))
     for bundle in bundles:
         mask = inside if bundle not in empty else np.zeros_like(inside)
         nib.save(nib.Nifti1Image(tom, affine), str(out / "TOM" / f"{bundle}.nii.gz"))
@@ -67,3 +74,93 @@ def write_phantom(root: Path, bundles: list[str], phantom: Phantom = Phantom(), 
     nib.save(nib.Nifti1Image(peaks, affine), str(root / "peaks.nii.gz"))
     nib.save(nib.Nifti1Image(fa, affine), str(root / "FA.nii.gz"))
     return out
+
+
+def upstream_script(name: str) -> Path:
+    """Upstream's console script (``Tracking``, ``Tractometry``) beside this interpreter."""
+    return Path(sys.executable).parent / name
+
+
+def run_measured(command: list[str]) -> tuple[float, float, str]:
+    """Run ``command``; (wall seconds, peak RSS in MiB of the process and the children it waited for, stderr).
+    Raises RuntimeError with the stderr tail when it fails."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed ({process.returncode}): {stderr[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024, stderr
+
+
+def upstream_tracking(peaks: Path, output_dir: Path, bundles: list[str], nr_fibers: int,
+                      tracking_format: str = "trk", nr_cpus: int = -1, tracking_dir: str = "auto"
+                      ) -> tuple[float, float]:
+    """Upstream's ``Tracking`` CLI (its default ``prob`` tracker); (seconds, peak MiB)."""
+    seconds, mib, _ = run_measured([sys.executable, str(upstream_script("Tracking")), "-i", str(peaks), "-o",
+                                    str(output_dir), "--bundles", ",".join(bundles), "--nr_fibers", str(nr_fibers),
+                                    "--tracking_format", tracking_format, "--nr_cpus", str(nr_cpus),
+                                    "--tracking_dir", tracking_dir])
+    return seconds, mib
+
+
+def ours_tracking(peaks: Path, output_dir: Path, bundles: list[str], nr_fibers: int,
+                  tracking_format: str = "trk", tracking_dir: str = "auto", seed: int = 0) -> tuple[float, float]:
+    seconds, mib, _ = run_measured([sys.executable, "-m", "runtime.tracking", "-i", str(peaks), "-o",
+                                    str(output_dir), "--bundles", ",".join(bundles), "--nr_fibers", str(nr_fibers),
+                                    "--tracking_format", tracking_format, "--tracking_dir", tracking_dir,
+                                    "--seed", str(seed), "--quiet"])
+    return seconds, mib
+
+
+def tractometry_command(upstream: bool, tracking_dir: Path, csv: Path, endings_dir: Path, scalar: Path,
+                        tracking_format: str = "trk") -> list[str]:
+    head = [sys.executable, str(upstream_script("Tractometry"))] if upstream else [
+        sys.executable, "-m", "runtime.tractometry", "--quiet"]
+    return head + ["-i", str(tracking_dir), "-o", str(csv), "-e", str(endings_dir), "-s", str(scalar),
+                   "--tracking_format", tracking_format]
+
+
+def add_options(p) -> None:
+    p.add_argument("--bundles", type=int, default=3, help="how many bundles (each the full-size curved phantom)")
+    p.add_argument("--nr-fibers", type=int, default=2000)
+    p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    p.add_argument("--no-upstream", action="store_true", help="only runtime.tracking / runtime.tractometry")
+
+
+def main(args) -> int:
+    import tempfile
+
+    from benchmarks.machine import machine_info, machine_kind
+    from runtime.tractometry import TRACTOMETRY_BUNDLES
+
+    info = machine_info()
+    bundles = list(TRACTOMETRY_BUNDLES[: args.bundles])
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-tracking-"))
+    out = write_phantom(work, bundles, FULL_SIZE,
+                        endings_only=tuple(b for b in TRACTOMETRY_BUNDLES if b not in bundles))
+    peaks = work / "peaks.nii.gz"
+    result = {"machine": info, "bundles": bundles, "nr_fibers": args.nr_fibers, "phantom": FULL_SIZE.__dict__,
+              "note": "every bundle is the same full-size curved phantom; one process call per tool for all bundles"}
+    seconds, mib = ours_tracking(peaks, out, bundles, args.nr_fibers, tracking_dir="ours")
+    per_bundle = {b: json.loads((out / "ours" / f"{b}.trk.json").read_text())["seconds"] for b in bundles}
+    result["ours"] = {"tracking_s": seconds, "peak_mib": mib, "per_bundle_s": per_bundle}
+    seconds, mib, _ = run_measured(tractometry_command(False, out / "ours", work / "ours.csv",
+                                                       out / "endings_segmentations", work / "FA.nii.gz"))
+    result["ours"].update(tractometry_s=seconds, tractometry_peak_mib=mib)
+    if not args.no_upstream:
+        seconds, mib = upstream_tracking(peaks, out, bundles, args.nr_fibers, tracking_dir="upstream")
+        result["upstream"] = {"tracking_s": seconds, "peak_mib_main_and_waited_children": mib}
+        seconds, mib, _ = run_measured(tractometry_command(True, out / "ours", work / "upstream.csv",
+                                                           out / "endings_segmentations", work / "FA.nii.gz"))
+        result["upstream"].update(tractometry_s=seconds, tractometry_peak_mib=mib)
+        result["ratio_tracking"] = result["ours"]["tracking_s"] / result["upstream"]["tracking_s"]
+        result["ratio_tractometry"] = result["ours"]["tractometry_s"] / result["upstream"]["tractometry_s"]
+    result["load_average_at_end"] = os.getloadavg()
+    target = Path(__file__).resolve().parent / "results" / f"tracking-{machine_kind(info)}.json"
+    target.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2, default=str))
+    print(f"[bench] {target}", file=sys.stderr)
+    return 0

@@ -111,7 +111,7 @@ def read_bundle_inputs(files: BundleFiles, images: dict[str, nib.Nifti1Image] | 
     axes = mni_flip_axes(affine)
     masks = {name: flip(_data(images[name], getattr(files, name)).astype(np.uint8), axes)
              for name in ("bundle", "beginnings", "endings")}
-    tom = flip(np.nan_to_num(_data(images["tom"], files.tom)), axes)  # NaN peaks would stop as upstream's do
+    tom = flip(np.nan_to_num(_data(images["tom"], files.tom)), axes)  # NaN read as 0 (upstream: NaN lengths)
     return BundleInputs(tom, masks["bundle"], masks["beginnings"], masks["endings"], np.asarray(affine),
                         tuple(images["bundle"].shape[:3]), float(images["bundle"].header.get_zooms()[0]))
 
@@ -132,14 +132,29 @@ def tracking_volumes(inputs: BundleInputs, dilation: int) -> TrackingVolumes:
     affine_mni = flipped_affine(inputs.affine, inputs.shape)
     rzs = affine_mni[:3, :3]
     rotation = rzs / np.linalg.norm(rzs, axis=0)
-    peaks = (inputs.tom.reshape(-1, 3) @ rotation).reshape(inputs.tom.shape)
     start = binary_dilation(inputs.beginnings, iterations=dilation + 1).astype(np.uint8)
     end = binary_dilation(inputs.endings, iterations=dilation + 1).astype(np.uint8)
     bundle = inputs.bundle_mask
     if dilation > 0:
         bundle = binary_dilation(bundle, iterations=dilation).astype(np.uint8)
-    return TrackingVolumes(np.ascontiguousarray(peaks), np.ascontiguousarray(bundle), np.ascontiguousarray(start),
-                           np.ascontiguousarray(end), inputs.spacing)
+    box = _crop_box(bundle)
+    peaks = inputs.tom[box].reshape(-1, 3) @ rotation
+    crop = bundle[box].shape
+    return TrackingVolumes(np.ascontiguousarray(peaks.reshape(crop + (3,))), np.ascontiguousarray(bundle[box]),
+                           np.ascontiguousarray(start[box]), np.ascontiguousarray(end[box]), inputs.spacing,
+                           tuple(int(b.start) for b in box), tuple(inputs.shape))
+
+
+def _crop_box(bundle: np.ndarray) -> tuple[slice, slice, slice]:
+    """The bundle mask's bounding box with one voxel of margin (a seed displaced below its voxel reads the voxel
+    before); the whole grid when the box would touch the border (there upstream's index wrap-around matters)."""
+    nonzero = np.argwhere(bundle)
+    if len(nonzero) == 0:
+        return (slice(0, bundle.shape[0]), slice(0, bundle.shape[1]), slice(0, bundle.shape[2]))
+    low, high = nonzero.min(axis=0) - 1, nonzero.max(axis=0) + 2
+    if np.any(low < 1) or np.any(high > np.asarray(bundle.shape) - 1):
+        return (slice(0, bundle.shape[0]), slice(0, bundle.shape[1]), slice(0, bundle.shape[2]))
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
 
 
 def _spline(points: np.ndarray) -> np.ndarray:

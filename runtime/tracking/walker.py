@@ -18,7 +18,9 @@ length between ``int(50 / spacing)`` and ``int(200 / spacing)`` counted as the s
 ``mask voxel + N(0, 0.15)``, a streamline kept when one end lies in the start mask and the other in the end mask,
 seeding stopped at ``nr_fibers`` kept or once more than ``100 * nr_fibers`` seeds were used.
 
-Everything here is in upstream's tracking voxel space (MNI-flipped array, voxel corner at 0); the caller
+Everything here is in upstream's tracking voxel space (MNI-flipped array, voxel corner at 0) on the full grid; the
+arrays may be a crop around the bundle mask (:func:`runtime.tracking.prepare.tracking_volumes`), which changes no
+lookup (outside the crop the bundle mask is 0, so a walk stops there as on the full grid); the caller
 (:mod:`runtime.tracking.bundle`) prepares the arrays and moves the result to world space.
 """
 from __future__ import annotations
@@ -48,6 +50,8 @@ class TrackingVolumes:
     start_mask: np.ndarray   # (X, Y, Z) uint8
     end_mask: np.ndarray     # (X, Y, Z) uint8
     spacing: float
+    offset: tuple[int, int, int] = (0, 0, 0)       # where these (cropped) arrays start in the full grid
+    full_shape: tuple[int, int, int] | None = None  # the full grid (None: not cropped)
 
 
 @dataclass(frozen=True)
@@ -59,15 +63,18 @@ class TrackingResult:
     early_stop: bool
 
 
-def _voxel_index(points: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Flat voxel indices as upstream's ``img[int(x), int(y), int(z)]`` reads them, and which points are outside
-    (``int(p) >= shape`` on an axis, upstream's stop rule, or below ``-shape``, where upstream would crash)."""
+def _voxel_index(points: np.ndarray, volumes: TrackingVolumes) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices into the (cropped) arrays of the voxels upstream's ``img[int(x), int(y), int(z)]`` reads on
+    the full grid, and which points are outside (``int(p) >= shape`` on an axis, upstream's stop rule; below
+    ``-shape``, where upstream would crash; or outside the crop, where the bundle mask is 0 on the full grid)."""
+    crop = np.asarray(volumes.bundle_mask.shape, dtype=np.int64)
+    full = np.asarray(volumes.full_shape or volumes.bundle_mask.shape, dtype=np.int64)
     ijk = np.trunc(points).astype(np.int64)
-    dims = np.asarray(shape, dtype=np.int64)
-    outside = np.any((ijk >= dims) | (ijk < -dims), axis=1)
-    ijk = np.where(ijk < 0, ijk + dims, ijk)  # Python's negative indexing
+    outside = np.any((ijk >= full) | (ijk < -full), axis=1)
+    ijk = np.where(ijk < 0, ijk + full, ijk) - np.asarray(volumes.offset, dtype=np.int64)  # Python's wrap
+    outside |= np.any((ijk < 0) | (ijk >= crop), axis=1)
     ijk[outside] = 0
-    flat = (ijk[:, 0] * dims[1] + ijk[:, 1]) * dims[2] + ijk[:, 2]
+    flat = (ijk[:, 0] * crop[1] + ijk[:, 1]) * crop[2] + ijk[:, 2]
     return flat, outside
 
 
@@ -75,7 +82,6 @@ def _walk(volumes: TrackingVolumes, starts: np.ndarray, reverse: np.ndarray, max
           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Advance all walkers until each stops; returns (walker id, step, point) of every appended point (the start
     point is step 0) and each walker's length (sum of raw peak lengths, as upstream's ``sl_len``)."""
-    shape = volumes.bundle_mask.shape
     peaks = volumes.peaks.reshape(-1, 3)
     peak_length = np.linalg.norm(peaks, axis=1)
     bundle = volumes.bundle_mask.reshape(-1)
@@ -88,18 +94,18 @@ def _walk(volumes: TrackingVolumes, starts: np.ndarray, reverse: np.ndarray, max
     for step in range(MAX_STEPS):
         if len(ids) == 0:
             break
-        flat, _ = _voxel_index(position, shape)
+        flat, _ = _voxel_index(position, volumes)
         raw = peaks[flat]
         if step == 0:
             raw = np.where(reverse[ids, None], -raw, raw)
         raw_length = peak_length[flat]
-        direction = np.nan_to_num(raw / (raw_length + 1e-20)[:, None] * STEP_SIZE)
+        direction = raw / (raw_length + 1e-20)[:, None] * STEP_SIZE  # finite: the TOM was nan_to_num-ed
         if step > 0:
             against = np.einsum("ij,ij->i", direction, last_dir) < 0
             direction[against] *= -1
         direction = direction + rng.normal(0.0, NEXT_STEP_DISPLACEMENT_STD, (len(ids), 3))
         candidate = position + direction
-        flat_next, outside = _voxel_index(candidate, shape)
+        flat_next, outside = _voxel_index(candidate, volumes)
         go = ~outside
         go &= bundle[flat_next] != 0
         go &= peak_length[flat_next] >= PEAK_LENGTH_THRESHOLD
@@ -144,10 +150,9 @@ def track_batch(volumes: TrackingVolumes, seed_voxels: np.ndarray,
     total = length[:n] + length[n:]
     ok_length = (total >= min_length) & (total <= max_length)
     first_point, final_point = last[n:], last[:n]  # backward walker's end starts the streamline
-    shape = volumes.bundle_mask.shape
     start_mask, end_mask = volumes.start_mask.reshape(-1), volumes.end_mask.reshape(-1)
-    first_flat, _ = _voxel_index(first_point, shape)
-    final_flat, _ = _voxel_index(final_point, shape)
+    first_flat, _ = _voxel_index(first_point, volumes)
+    final_flat, _ = _voxel_index(final_point, volumes)
     ends_ok = (((start_mask[first_flat] == 1) & (end_mask[final_flat] == 1))
                | ((start_mask[final_flat] == 1) & (end_mask[first_flat] == 1)))
     kept = np.flatnonzero(ok_length & ends_ok)
@@ -160,7 +165,7 @@ def track_batch(volumes: TrackingVolumes, seed_voxels: np.ndarray,
 def track_voxels(volumes: TrackingVolumes, nr_fibers: int, rng: np.random.Generator) -> TrackingResult:
     """Seed batches until ``nr_fibers`` are kept or more than ``100 * nr_fibers`` seeds were used (upstream's
     rule, checked after each batch of 5,000), then keep the first ``nr_fibers``."""
-    mask_coords = np.argwhere(volumes.bundle_mask == 1).astype(np.float64)
+    mask_coords = (np.argwhere(volumes.bundle_mask == 1) + np.asarray(volumes.offset)).astype(np.float64)
     streamlines: list[np.ndarray] = []
     seeds_used, early_stop = 0, False
     while len(streamlines) < nr_fibers:
