@@ -1,0 +1,230 @@
+"""runtime.tracking against upstream TractSeg 2.10's ``Tracking`` on a curved-bundle phantom (real NIfTI files in
+upstream's layout), statistically: random seeds differ, so counts, end regions, density-map Dice and mean length.
+Plus reproducibility, the three formats, the empty-bundle case and bad input (one line, exit 1, nothing written).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy.ndimage import binary_dilation
+
+pytest.importorskip("dipy", reason="the [tracking] extra (dipy) is not installed")
+
+from benchmarks.tracking import FULL_SIZE, Phantom, ours_tracking, upstream_tracking, write_phantom  # noqa: E402
+from runtime.tracking import BundleFiles, bundle_rng, read_bundle_inputs  # noqa: E402
+from runtime.tracking.__main__ import main  # noqa: E402
+from runtime.tracking.prepare import tracking_volumes  # noqa: E402
+from runtime.tracking.walker import track_voxels  # noqa: E402
+
+BUNDLE = "CST_right"
+N_FIBERS = 800
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tracking")
+    write_phantom(root, [BUNDLE, "AF_left"], empty=("AF_left",))
+    return root
+
+
+@pytest.fixture(scope="module")
+def upstream(phantom) -> Path:
+    pytest.importorskip("tractseg", reason="upstream tractseg (the [parity] extra) is not installed")
+    upstream_tracking(phantom / "peaks.nii.gz", phantom / "tractseg_output", [BUNDLE], N_FIBERS, "trk", 2,
+                      tracking_dir="upstream")
+    return phantom / "tractseg_output" / "upstream" / f"{BUNDLE}.trk"
+
+
+def _streamlines(path: Path) -> nib.streamlines.ArraySequence:
+    return nib.streamlines.load(str(path)).streamlines
+
+
+def _visited(streamlines, reference: nib.Nifti1Image) -> np.ndarray:
+    """Voxels (nearest centre) any streamline point falls in: the binary density map."""
+    inverse = np.linalg.inv(reference.affine)
+    ijk = np.rint(np.concatenate(list(streamlines)) @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
+    visited = np.zeros(reference.shape, bool)
+    visited[tuple(ijk.T)] = True
+    return visited
+
+
+def _mean_length(streamlines) -> float:
+    return float(np.mean([np.linalg.norm(np.diff(s, axis=0), axis=1).sum() for s in streamlines]))
+
+
+def _ends_in(streamlines, beginnings: np.ndarray, endings: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    inverse = np.linalg.inv(affine)
+
+    def voxel(p):
+        return tuple(np.rint(inverse[:3, :3] @ p + inverse[:3, 3]).astype(int))
+
+    return np.array([(beginnings[voxel(s[0])] and endings[voxel(s[-1])])
+                     or (endings[voxel(s[0])] and beginnings[voxel(s[-1])]) for s in streamlines])
+
+
+def _stored_points(path: Path) -> list[np.ndarray]:
+    """The coordinates as the .trk file holds them (no scalars or properties): what nibabel<5's ``trackvis.read``
+    returned to upstream's Tractometry."""
+    data = path.read_bytes()[1000:]
+    points, at = [], 0
+    while at < len(data):
+        n = int(np.frombuffer(data, "<i4", 1, at)[0])
+        points.append(np.frombuffer(data, "<f4", 3 * n, at + 4).reshape(n, 3))
+        at += 4 + 12 * n
+    return points
+
+
+def compare_with_upstream(root: Path, ours: Path, theirs: Path, n_fibers: int, dilation: int = 0) -> None:
+    """The issue's statistical checks, shared by the phantom test and the full-size one."""
+    out = root / "tractseg_output"
+    reference = nib.load(str(out / "bundle_segmentations" / f"{BUNDLE}.nii.gz"))
+    a, b = _streamlines(ours), _streamlines(theirs)
+    assert len(a) == len(b) == n_fibers
+    dice = 2 * (_visited(a, reference) & _visited(b, reference)).sum() / (
+        _visited(a, reference).sum() + _visited(b, reference).sum())
+    assert dice >= 0.9, dice
+    assert abs(_mean_length(a) / _mean_length(b) - 1) <= 0.05, (_mean_length(a), _mean_length(b))
+    # Written streamlines are smoothed (spline, s=5) after the end check, which can move an end point by a fraction
+    # of a voxel: in the file they must lie in the end masks dilated one voxel more than the tracker used.
+    masks = [binary_dilation(nib.load(str(out / "endings_segmentations" / f"{BUNDLE}_{e}.nii.gz")).get_fdata() > 0,
+                             iterations=dilation + 2) for e in "be"]
+    assert _ends_in(a, *masks, reference.affine).all()
+    assert _ends_in(b, *masks, reference.affine).all()  # the same holds for upstream (the bound is fair)
+
+
+def test_statistically_equal_to_upstream(phantom, upstream):
+    ours_tracking(phantom / "peaks.nii.gz", phantom / "tractseg_output", [BUNDLE], N_FIBERS, "trk",
+                  tracking_dir="ours")
+    compare_with_upstream(phantom, phantom / "tractseg_output" / "ours" / f"{BUNDLE}.trk", upstream, N_FIBERS)
+
+
+def test_every_kept_streamline_runs_between_the_dilated_end_masks(phantom):
+    """Before smoothing (the tracker's own output, in its voxel space) every kept streamline starts in one dilated
+    end mask and ends in the other, exactly as upstream's rule, for dilation 0 and 1."""
+    inputs = read_bundle_inputs(BundleFiles.under(phantom / "tractseg_output", BUNDLE))
+    for dilation in (0, 1):
+        volumes = tracking_volumes(inputs, dilation)
+        start = binary_dilation(inputs.beginnings, iterations=dilation + 1)
+        end = binary_dilation(inputs.endings, iterations=dilation + 1)
+        result = track_voxels(volumes, 300, bundle_rng(3, BUNDLE))
+        assert len(result.streamlines) == 300 and not result.early_stop
+        for s in result.streamlines:
+            first, last = tuple(np.trunc(s[0]).astype(int)), tuple(np.trunc(s[-1]).astype(int))
+            assert (start[first] and end[last]) or (end[first] and start[last])
+            assert len(s) >= int(50 / inputs.spacing) * 0.7 / 1.5  # not a stub: at least ~min length in steps
+
+
+def test_early_stop_rule(phantom, tmp_path):
+    """End masks that no streamline can join: stop once more than 100 x nr_fibers seeds were used (upstream's
+    rule, checked after each batch of 5,000), with whatever was kept (here nothing)."""
+    inputs = read_bundle_inputs(BundleFiles.under(phantom / "tractseg_output", BUNDLE))
+    far = np.zeros_like(inputs.endings)
+    far[0, 0, 0] = 1
+    volumes = tracking_volumes(type(inputs)(inputs.tom, inputs.bundle_mask, inputs.beginnings, far, inputs.affine,
+                                            inputs.shape, inputs.spacing), 0)
+    result = track_voxels(volumes, 60, bundle_rng(0, BUNDLE))
+    assert result.early_stop and result.streamlines == [] and result.seeds_used == 10000  # 5000 <= 6000 < 10000
+
+
+def test_seeded_runs_reproduce_and_record_the_seed(phantom, tmp_path):
+    out = phantom / "tractseg_output"
+    runs = {}
+    for name, seed in (("s7a", 7), ("s7b", 7), ("s8", 8)):
+        assert main(["-i", str(phantom / "peaks.nii.gz"), "-o", str(out), "--bundles", BUNDLE, "--nr_fibers", "50",
+                     "--tracking_format", "tck", "--tracking_dir", name, "--seed", str(seed), "--quiet"]) == 0
+        runs[name] = (out / name / f"{BUNDLE}.tck").read_bytes()
+        assert json.loads((out / name / f"{BUNDLE}.tck.json").read_text())["seed"] == seed
+    assert runs["s7a"] == runs["s7b"]
+    assert runs["s7a"] != runs["s8"]
+
+
+def test_formats_and_empty_bundle(phantom, capfd):
+    """tck / trk / trk_legacy written through nibabel's current API; trk_legacy holds upstream's legacy header
+    (|affine| without offset, RAS) and stores RAS mm as trackvis voxmm, as upstream's nibabel<5 writer did. The
+    empty bundle gives upstream's empty tractogram (byte-identical to upstream's create_empty_tractogram for trk)
+    and one warning line."""
+    out = phantom / "tractseg_output"
+    mask = nib.load(str(out / "bundle_segmentations" / f"{BUNDLE}.nii.gz"))
+    files = {}
+    for fmt in ("tck", "trk", "trk_legacy"):
+        capfd.readouterr()
+        assert main(["-i", str(phantom / "peaks.nii.gz"), "-o", str(out), "--bundles", f"{BUNDLE},AF_left",
+                     "--nr_fibers", "40", "--tracking_format", fmt, "--tracking_dir", f"fmt_{fmt}", "--quiet"]) == 0
+        warnings = capfd.readouterr().err.strip().splitlines()
+        assert len(warnings) == 1 and warnings[0].startswith("tractseg-aot: warning: AF_left: tract mask empty")
+        ext = "trk" if fmt == "trk_legacy" else fmt
+        files[fmt] = nib.streamlines.load(str(out / f"fmt_{fmt}" / f"{BUNDLE}.{ext}"))
+        assert len(files[fmt].streamlines) == 40
+        assert len(nib.streamlines.load(str(out / f"fmt_{fmt}" / f"AF_left.{ext}")).streamlines) == 0
+    for a, b in zip(files["tck"].streamlines, files["trk"].streamlines):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    legacy = files["trk_legacy"]
+    expected = np.abs(mask.affine)
+    expected[:3, 3] = 0
+    np.testing.assert_allclose(legacy.header["voxel_to_rasmm"], expected, atol=1e-6)
+    assert legacy.header["voxel_order"] in (b"RAS", "RAS")
+    assert tuple(legacy.header["dimensions"]) == mask.shape
+    raw = _stored_points(out / "fmt_trk_legacy" / f"{BUNDLE}.trk")
+    assert len(raw) == 40
+    for stored, rasmm in zip(raw, files["trk"].streamlines):
+        np.testing.assert_allclose(stored, rasmm, atol=1e-3)
+    fiber_utils = pytest.importorskip("tractseg.libs.fiber_utils", reason="upstream tractseg is not installed")
+    reference = out / "upstream_empty.trk"
+    fiber_utils.create_empty_tractogram(str(reference), str(out / "bundle_segmentations" / "AF_left.nii.gz"),
+                                        tracking_format="trk")
+    assert (out / "fmt_trk" / "AF_left.trk").read_bytes() == reference.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["missing TOM", "missing mask", "missing endings", "grid differs",
+                                    "unknown bundle"])
+def test_bad_input_one_line_exit_1_nothing_written(tmp_path, capfd, damage):
+    out = write_phantom(tmp_path, [BUNDLE, "AF_left"], Phantom(shape=(24, 10, 20), ring=7, tube=2))
+    bundles = f"AF_left,{BUNDLE}"
+    if damage == "missing TOM":
+        culprit = out / "TOM" / f"{BUNDLE}.nii.gz"
+        culprit.unlink()
+    elif damage == "missing mask":
+        culprit = out / "bundle_segmentations" / f"{BUNDLE}.nii.gz"
+        culprit.unlink()
+    elif damage == "missing endings":
+        culprit = out / "endings_segmentations" / f"{BUNDLE}_e.nii.gz"
+        culprit.unlink()
+    elif damage == "grid differs":
+        culprit = out / "endings_segmentations" / f"{BUNDLE}_b.nii.gz"
+        nib.save(nib.Nifti1Image(np.ones((24, 10, 21), np.uint8), np.eye(4)), str(culprit))
+    else:
+        culprit, bundles = "--bundles", "CST_middle"
+    capfd.readouterr()
+    assert main(["-i", str(tmp_path / "peaks.nii.gz"), "-o", str(out), "--bundles", bundles, "--nr_fibers", "20",
+                 "--quiet"]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tractseg-aot: error: {culprit}"), err
+    assert not (out / "TOM_trackings").exists()  # AF_left (valid, listed first) was not tracked either
+
+
+def test_command_line_as_the_issue_runs_it(phantom):
+    """``python -m runtime.tracking ... --bundles CST_right --nr_fibers 2000 --tracking_format trk``."""
+    out = phantom / "tractseg_output"
+    done = subprocess.run([sys.executable, "-m", "runtime.tracking", "-i", str(phantom / "peaks.nii.gz"), "-o",
+                           str(out), "--bundles", BUNDLE, "--nr_fibers", "2000", "--tracking_format", "trk"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(_streamlines(out / "TOM_trackings" / f"{BUNDLE}.trk")) == 2000
+    assert not [p for p in (out / "TOM_trackings").iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+@pytest.mark.fullsize
+def test_full_size_bundle_statistically_equal_to_upstream(tmp_path):
+    """A 145x174x145, 1.25 mm grid with one curved bundle, 2,000 streamlines each (upstream: ~1-2 min here)."""
+    pytest.importorskip("tractseg", reason="upstream tractseg (the [parity] extra) is not installed")
+    write_phantom(tmp_path, [BUNDLE], FULL_SIZE)
+    out = tmp_path / "tractseg_output"
+    upstream_tracking(tmp_path / "peaks.nii.gz", out, [BUNDLE], 2000, "trk", tracking_dir="upstream")
+    ours_tracking(tmp_path / "peaks.nii.gz", out, [BUNDLE], 2000, "trk", tracking_dir="ours")
+    compare_with_upstream(tmp_path, out / "ours" / f"{BUNDLE}.trk", out / "upstream" / f"{BUNDLE}.trk", 2000)
