@@ -1,0 +1,120 @@
+"""Peaks of a spherical-harmonic FOD in MRtrix ``sh2peaks``' output convention, for the dipy engine.
+
+``sh2peaks`` (MRtrix 3.0.3, ``cmd/sh2peaks.cpp``) writes, per voxel, up to 3 peaks as ``amplitude * unit direction``
+(x, y, z in scanner / world coordinates: the frame of the gradients after ``-fslgrad``), sorted by amplitude,
+found by a Newton search from 60 fixed seed directions, a peak within ``|dot| > 0.99`` of one already found being
+dropped, with no amplitude threshold; slots with no peak, voxels outside the mask and voxels whose FOD has only an
+l=0 term are NaN. Here: every local maximum of the FOD on a ~3.8 degree sphere (dipy ``repulsion724``
+subdivided once), refined by Newton steps on the sphere (finite-difference gradient and Hessian in the tangent
+plane), duplicates within ``|dot| > 0.99`` dropped, the 3 largest kept, amplitude = FOD value at the refined
+direction, NaN in the same places. The sign of a direction is arbitrary for an antipodally symmetric FOD;
+``sh2peaks`` returns the copy its seed (nearly all in the z >= 0 hemisphere) converged to, so we return the z >= 0
+copy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+DOT_THRESHOLD = 0.99  # sh2peaks.cpp
+N_PEAKS = 3  # sh2peaks' default -num
+NEWTON_STEPS = 4
+STEP_RAD = 0.01
+
+
+class SHEvaluator:
+    """FOD amplitudes of dipy ``descoteaux07`` (legacy) coefficients at arbitrary unit directions."""
+
+    def __init__(self, sh_order_max: int) -> None:
+        from dipy.reconst.shm import sph_harm_ind_list
+
+        self.m, self.l = sph_harm_ind_list(sh_order_max)
+
+    def basis(self, directions: np.ndarray) -> np.ndarray:
+        from dipy.core.geometry import cart2sphere
+        from dipy.reconst.shm import real_sh_descoteaux_from_index
+
+        _, theta, phi = cart2sphere(directions[:, 0], directions[:, 1], directions[:, 2])
+        return real_sh_descoteaux_from_index(self.m, self.l, theta[:, None], phi[:, None])
+
+    def amplitude(self, coeffs: np.ndarray, directions: np.ndarray) -> np.ndarray:
+        """One amplitude per row: coeffs (K, C), directions (K, 3)."""
+        return np.einsum("kc,kc->k", self.basis(directions), coeffs)
+
+
+def search_sphere():
+    from dipy.data import get_sphere
+
+    return get_sphere(name="repulsion724").subdivide(n=1)
+
+
+def _tangent_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    helper = np.where(np.abs(d[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    e1 = np.cross(d, helper)
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    return e1, np.cross(d, e1)
+
+
+def refine(evaluator: SHEvaluator, coeffs: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Newton ascent on the sphere for each (coefficient row, start direction) pair; returns directions and
+    amplitudes. A step whose Hessian is not negative definite becomes a small gradient step; steps are capped at
+    0.1 rad, and a step that lowers the amplitude is not taken."""
+    d = directions.copy()
+    h = STEP_RAD
+    f0 = evaluator.amplitude(coeffs, d)
+    for _ in range(NEWTON_STEPS):
+        e1, e2 = _tangent_basis(d)
+        probes = [d + h * e1, d - h * e1, d + h * e2, d - h * e2, d + h * (e1 + e2)]
+        fp = [evaluator.amplitude(coeffs, p / np.linalg.norm(p, axis=1, keepdims=True)) for p in probes]
+        g = np.stack([(fp[0] - fp[1]) / (2 * h), (fp[2] - fp[3]) / (2 * h)], axis=1)
+        h11 = (fp[0] - 2 * f0 + fp[1]) / h ** 2
+        h22 = (fp[2] - 2 * f0 + fp[3]) / h ** 2
+        h12 = (fp[4] - fp[0] - fp[2] + f0) / h ** 2
+        det = h11 * h22 - h12 ** 2
+        concave = (h11 < 0) & (det > 0)
+        safe = np.where(concave, det, 1.0)
+        newton = -np.stack([h22 * g[:, 0] - h12 * g[:, 1], -h12 * g[:, 0] + h11 * g[:, 1]], axis=1) / safe[:, None]
+        step = np.where(concave[:, None], newton, 0.01 * g / (np.linalg.norm(g, axis=1, keepdims=True) + 1e-12))
+        norm = np.linalg.norm(step, axis=1, keepdims=True)
+        step = np.where(norm > 0.1, step * 0.1 / np.maximum(norm, 1e-12), step)
+        candidate = d + step[:, :1] * e1 + step[:, 1:] * e2
+        candidate /= np.linalg.norm(candidate, axis=1, keepdims=True)
+        f1 = evaluator.amplitude(coeffs, candidate)
+        better = f1 >= f0
+        d = np.where(better[:, None], candidate, d)
+        f0 = np.where(better, f1, f0)
+    return d, f0
+
+
+def peaks_sh2peaks_style(coeffs: np.ndarray, sphere, evaluator: SHEvaluator) -> np.ndarray:
+    """(V, C) FOD coefficients -> (V, 9) float32 peaks, sh2peaks' convention (see the module docstring)."""
+    from dipy.direction.peaks import peak_directions
+
+    out = np.full((coeffs.shape[0], 3 * N_PEAKS), np.nan, dtype=np.float32)
+    if coeffs.shape[0] == 0:
+        return out
+    values = coeffs @ evaluator.basis(sphere.vertices).T
+    min_angle = float(np.degrees(np.arccos(DOT_THRESHOLD)))
+    rows: list[int] = []
+    starts: list[np.ndarray] = []
+    for v in range(coeffs.shape[0]):
+        if not np.any(coeffs[v, 1:]):  # sh2peaks: only an l=0 term (or all zero) -> no peaks
+            continue
+        dirs, _, _ = peak_directions(values[v], sphere, relative_peak_threshold=0.0, min_separation_angle=min_angle)
+        rows.extend([v] * len(dirs))
+        starts.extend(dirs)
+    if not rows:
+        return out
+    row = np.asarray(rows)
+    dirs, amps = refine(evaluator, coeffs[row], np.asarray(starts, dtype=float))
+    dirs[dirs[:, 2] < 0] *= -1
+    order = np.lexsort((-amps, row))
+    kept = np.zeros(coeffs.shape[0], dtype=int)
+    found: dict[int, list[np.ndarray]] = {}
+    for i in order:
+        v = int(row[i])
+        if kept[v] == N_PEAKS or any(abs(float(dirs[i] @ prev)) > DOT_THRESHOLD for prev in found.get(v, [])):
+            continue
+        found.setdefault(v, []).append(dirs[i])
+        out[v, 3 * kept[v]:3 * kept[v] + 3] = amps[i] * dirs[i]
+        kept[v] += 1
+    return out
