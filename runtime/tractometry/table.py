@@ -93,7 +93,7 @@ def tractometry(tracking_dir: Path, endings_dir: Path, scalar_path: Path, nr_poi
     scalar_image = _load(scalar_path, "scalar map")
     if len(scalar_image.shape) != 3:
         raise InputError(f"{scalar_path}: expected a 3D scalar map, got shape {scalar_image.shape}")
-    work = []
+    work = []  # everything is opened and checked before the first profile, so a bad file fails with no output
     for bundle in bundles:
         tracking = tracking_dir / f"{bundle}.{extension(tracking_format)}"
         if not tracking.is_file():
@@ -101,22 +101,19 @@ def tractometry(tracking_dir: Path, endings_dir: Path, scalar_path: Path, nr_poi
             continue
         beginnings_path = endings_dir / f"{bundle}_b.nii.gz"
         beginnings = _load(beginnings_path, "beginnings mask")
-        check_grid(beginnings, beginnings_path, scalar_image.shape, scalar_image.affine, scalar_path)
-        work.append((bundle, tracking, beginnings))
+        check_grid(scalar_image, scalar_path, beginnings.shape, beginnings.affine, beginnings_path)
+        work.append((bundle, read_streamlines(tracking, tracking_format), beginnings))
     scalar = np.nan_to_num(scalar_image.get_fdata())
     means, stds = [], []
-    for bundle, tracking, beginnings in (progress(work) if progress else work):
+    for bundle, streamlines, beginnings in (progress(work) if progress else work):
         mean, std = np.zeros(nr_points), np.zeros(nr_points)
-        if tracking is None:
+        if streamlines is None:
             log.warning(f"no tracking found for bundle {bundle}; returning zeros (as upstream)")
+        elif len(streamlines) >= MIN_STREAMLINES:
+            mean, std = profile(streamlines, beginnings.get_fdata(), scalar, scalar_image.affine, nr_points, DILATION)
         else:
-            streamlines = read_streamlines(tracking, tracking_format)
-            if len(streamlines) >= MIN_STREAMLINES:
-                mean, std = profile(streamlines, beginnings.get_fdata(), scalar, scalar_image.affine, nr_points,
-                                    DILATION)
-            else:
-                log.warning(f"bundle {bundle} contains less than {MIN_STREAMLINES} streamlines; saving value 0 "
-                            f"for this bundle (as upstream)")
+            log.warning(f"bundle {bundle} contains less than {MIN_STREAMLINES} streamlines; saving value 0 for this "
+                        f"bundle (as upstream)")
         means.append(np.asarray(mean)[1:-1])
         stds.append(np.asarray(std)[1:-1])
     if len({len(m) for m in means}) > 1:

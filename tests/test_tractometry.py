@@ -1,0 +1,112 @@
+"""runtime.tractometry against upstream TractSeg 2.10's ``Tractometry`` CLI on the same tractograms, endings masks
+and scalar map (real NIfTI / .trk / .tck files): the CSV's header identical and every value within 1e-5; bad input
+(one line, exit 1, no CSV)."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytest.importorskip("dipy", reason="the [tracking] extra (dipy) is not installed")
+
+from benchmarks.tracking import run_measured, tractometry_command, write_phantom  # noqa: E402
+from runtime.tracking import TrackingOptions, track_output_folder  # noqa: E402
+from runtime.tracking.writers import save_tractogram  # noqa: E402
+from runtime.tractometry import TRACTOMETRY_BUNDLES, profile, tractometry  # noqa: E402
+from runtime.tractometry.__main__ import main  # noqa: E402
+
+TRACKED = ["CST_right", "AF_left"]
+FEW = "UF_left"  # fewer than 5 streamlines: upstream writes zeros
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tractometry")
+    out = write_phantom(root, TRACKED + [FEW], endings_only=tuple(b for b in TRACTOMETRY_BUNDLES
+                                                                 if b not in TRACKED + [FEW]))
+    # AF_left's beginnings are the other end of the arc: the flips in orient_to_same_start_region get exercised.
+    b, e = (out / "endings_segmentations" / f"AF_left_{x}.nii.gz" for x in "be")
+    b_bytes, e_bytes = b.read_bytes(), e.read_bytes()
+    b.write_bytes(e_bytes)
+    e.write_bytes(b_bytes)
+    for fmt, n in (("trk", 300), ("tck", 120)):
+        track_output_folder(out, TRACKED, TrackingOptions(nr_fibers=n, tracking_format=fmt, seed=11), fmt)
+        mask = nib.load(str(out / "bundle_segmentations" / f"{FEW}.nii.gz"))
+        three = nib.streamlines.load(str(out / fmt / f"CST_right.{fmt}")).streamlines[:3]
+        save_tractogram(out / fmt / f"{FEW}.{fmt}", list(three), mask.affine, mask.shape, fmt)
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["trk", "tck"])
+def test_csv_equals_upstream_tractometry(subject, fmt):
+    pytest.importorskip("tractseg", reason="upstream tractseg (the [parity] extra) is not installed")
+    out = subject / "tractseg_output"
+    args = (out / fmt, None, out / "endings_segmentations", subject / "FA.nii.gz", fmt)
+    for upstream, csv in ((True, subject / f"upstream_{fmt}.csv"), (False, subject / f"ours_{fmt}.csv")):
+        run_measured(tractometry_command(upstream, args[0], csv, *args[2:]))
+    theirs, ours = (subject / f"{who}_{fmt}.csv" for who in ("upstream", "ours"))
+    assert ours.read_text().splitlines()[0] == theirs.read_text().splitlines()[0] == ";".join(TRACTOMETRY_BUNDLES)
+    a = np.loadtxt(ours, delimiter=";", skiprows=1)
+    b = np.loadtxt(theirs, delimiter=";", skiprows=1)
+    assert a.shape == b.shape == (98, len(TRACTOMETRY_BUNDLES))
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    columns = [TRACTOMETRY_BUNDLES.index(x) for x in TRACKED]
+    assert np.ptp(b[:, columns], axis=0).min() > 0.1  # real profiles along the bundle, not constants
+    assert not b[:, TRACTOMETRY_BUNDLES.index(FEW)].any()  # < 5 streamlines: zeros in both
+
+
+def test_api_profile_and_table(subject):
+    """The API: profile() of one bundle equals the table's column; AF_left's reversed end masks give the reversed
+    profile of the same geometry (the orientation step works)."""
+    out = subject / "tractseg_output"
+    table = tractometry(out / "trk", out / "endings_segmentations", subject / "FA.nii.gz", 100, "trk",
+                        bundles=TRACKED)
+    fa = nib.load(str(subject / "FA.nii.gz"))
+    streamlines = nib.streamlines.load(str(out / "trk" / "CST_right.trk")).streamlines
+    beginnings = nib.load(str(out / "endings_segmentations" / "CST_right_b.nii.gz")).get_fdata()
+    mean, std = profile(streamlines, beginnings, fa.get_fdata(), fa.affine, 100)
+    np.testing.assert_array_equal(table.mean[0], mean[1:-1])
+    assert len(table.std[0]) == 98 and (table.std[0] >= 0).all()
+    cst, af = table.mean
+    assert np.corrcoef(cst, af[::-1])[0, 1] > 0.9 and np.corrcoef(cst, af)[0, 1] < 0
+
+
+@pytest.mark.parametrize("damage", ["scalar shape", "missing endings", "scalar missing", "bad tractogram"])
+def test_bad_input_one_line_exit_1_no_csv(subject, tmp_path, capfd, damage):
+    out = subject / "tractseg_output"
+    endings, scalar, tracking = out / "endings_segmentations", subject / "FA.nii.gz", out / "trk"
+    if damage == "scalar shape":
+        culprit = tmp_path / "FA_small.nii.gz"
+        nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4)), str(culprit))
+        scalar = culprit
+    elif damage == "missing endings":
+        endings = tmp_path / "endings"
+        endings.mkdir()
+        culprit = endings / "AF_left_b.nii.gz"
+    elif damage == "scalar missing":
+        scalar = culprit = tmp_path / "nope.nii.gz"
+    else:
+        tracking = tmp_path / "trk"
+        tracking.mkdir()
+        culprit = tracking / "CST_right.trk"
+        culprit.write_bytes(b"not a tractogram")
+        endings = out / "endings_segmentations"
+    csv = tmp_path / "out.csv"
+    capfd.readouterr()
+    assert main(["-i", str(tracking), "-o", str(csv), "-e", str(endings), "-s", str(scalar), "--tracking_format",
+                 "trk", "--quiet"]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"tractseg-aot: error: {culprit}"), err
+    assert not csv.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_command_line_as_the_issue_runs_it(subject, tmp_path):
+    out = subject / "tractseg_output"
+    csv = tmp_path / "OUT.csv"
+    done = subprocess.run(tractometry_command(False, out / "trk", csv, out / "endings_segmentations",
+                                              subject / "FA.nii.gz"), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert csv.read_text().splitlines()[0] == ";".join(TRACTOMETRY_BUNDLES)
