@@ -78,11 +78,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_options(sub.add_parser("precision", help="every precision of a bundle vs fp32: speed, drift, Dice",
                                description="every precision of a bundle vs fp32 on the same backend: ms/slice, "
                                            "GFLOP/s, drift, mask flips, full-subject network time and Dice"))
+    from benchmarks.tracking import add_options as tracking_options
+
+    tracking_options(sub.add_parser("tracking", help="runtime.tracking / tractometry vs upstream Tracking / "
+                                     "Tractometry", description="tracking time per bundle, peak memory and "
+                                     "tractometry time vs upstream's on full-size curved-bundle phantoms"))
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.mode == "tracking":
+        from benchmarks.tracking import main as tracking
+
+        return tracking(args)
     if args.mode == "cohort-throughput":
         from benchmarks.cohort_throughput import main as throughput
 
