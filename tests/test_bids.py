@@ -1,0 +1,177 @@
+"""runtime.bids: finding DWIs by BIDS rules in real folder trees, derivative names, dataset_description.json, and
+the command line's plan and one-line errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from runtime.bids import (BidsDwi, bids_labels, dataset_description, derivative_name, ending_name, find_dwis,
+                          mask_name, parse_name, probseg_name, write_dataset_description)
+from runtime.errors import InputError, OutputError
+from runtime.models.bundles import TRACTQUERIER_BUNDLES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _nifti(path: Path, shape=(4, 4, 3, 7)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)).to_filename(path)
+    return path
+
+
+def _dwi(root: Path, rel: str, gradients: bool = True) -> Path:
+    dwi = _nifti(root / rel)
+    if gradients:
+        stem = str(dwi)[: -len(".nii.gz")]
+        Path(stem + ".bval").write_text("0 1000 1000 1000 1000 1000 1000\n")
+        Path(stem + ".bvec").write_text("0 1 0 0 1 1 0\n0 0 1 0 1 0 1\n0 0 0 1 0 1 1\n")
+    return dwi
+
+
+@pytest.fixture()
+def dataset(tmp_path) -> Path:
+    """sub-01: no sessions, two runs; sub-02: ses-a and ses-b, ses-b with a derivatives brain mask;
+    sub-03: bval/bvec inherited from the dataset root; plus decoys that are not DWIs."""
+    root = tmp_path / "bids"
+    root.mkdir()
+    (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.10.0"}')
+    _dwi(root, "sub-01/dwi/sub-01_run-1_dwi.nii.gz")
+    _dwi(root, "sub-01/dwi/sub-01_run-2_dwi.nii.gz")
+    _nifti(root / "sub-01/anat/sub-01_T1w.nii.gz", (4, 4, 3))
+    _dwi(root, "sub-02/ses-a/dwi/sub-02_ses-a_acq-hardi_dwi.nii.gz")
+    _dwi(root, "sub-02/ses-b/dwi/sub-02_ses-b_dwi.nii.gz")
+    _nifti(root / "derivatives/masks/sub-02/ses-b/dwi/sub-02_ses-b_space-orig_desc-brain_mask.nii.gz", (4, 4, 3))
+    _nifti(root / "derivatives/masks/sub-02/ses-b/dwi/sub-02_ses-b_space-T1w_desc-brain_mask.nii.gz", (4, 4, 3))
+    _dwi(root, "sub-03/dwi/sub-03_dwi.nii.gz", gradients=False)
+    (root / "dwi.bval").write_text("0 1000 1000 1000 1000 1000 1000\n")
+    (root / "dwi.bvec").write_text("0 1 0 0 1 1 0\n0 0 1 0 1 0 1\n0 0 0 1 0 1 1\n")
+    (root / "sub-03/dwi/sub-03_dwi.json").write_text("{}")
+    return root
+
+
+def test_find_every_dwi(dataset):
+    found = find_dwis(dataset)
+    assert [d.name for d in found] == ["sub-01_run-1", "sub-01_run-2", "sub-02_ses-a_acq-hardi", "sub-02_ses-b",
+                                      "sub-03"]
+    by_name = {d.name: d for d in found}
+    assert by_name["sub-01_run-2"].bval == dataset / "sub-01/dwi/sub-01_run-2_dwi.bval"
+    assert by_name["sub-02_ses-a_acq-hardi"].session == "a" and by_name["sub-02_ses-a_acq-hardi"].brain_mask is None
+    assert by_name["sub-02_ses-b"].brain_mask == (
+        dataset / "derivatives/masks/sub-02/ses-b/dwi/sub-02_ses-b_space-orig_desc-brain_mask.nii.gz")
+    assert by_name["sub-03"].bval == dataset / "dwi.bval" and by_name["sub-03"].bvec == dataset / "dwi.bvec"
+    assert by_name["sub-02_ses-b"].output_dir(Path("/o")) == Path("/o/sub-02/ses-b/dwi")
+    assert by_name["sub-01_run-1"].output_dir(Path("/o")) == Path("/o/sub-01/dwi")
+
+
+def test_inheritance_prefers_the_most_specific(dataset):
+    (dataset / "sub-03/sub-03_dwi.bval").write_text("0 1000 1000 1000 1000 1000 1000\n")
+    found = find_dwis(dataset, ["03"])
+    assert found[0].bval == dataset / "sub-03/sub-03_dwi.bval" and found[0].bvec == dataset / "dwi.bvec"
+
+
+def test_labels_filter_with_or_without_prefix(dataset):
+    assert [d.name for d in find_dwis(dataset, ["sub-02", "01"])] == [
+        "sub-02_ses-a_acq-hardi", "sub-02_ses-b", "sub-01_run-1", "sub-01_run-2"]
+    assert [d.name for d in find_dwis(dataset, None, ["ses-b"])] == ["sub-02_ses-b"]
+
+
+@pytest.mark.parametrize("participants, sessions, expected", [
+    (["05"], None, "no sub-05 (sub labels here: 01, 02, 03)"),
+    (None, ["c"], "no ses-c (ses labels here: a, b)"),
+])
+def test_unknown_labels_are_one_line(dataset, participants, sessions, expected):
+    with pytest.raises(InputError) as caught:
+        find_dwis(dataset, participants, sessions)
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_missing_bvec_and_not_bids(dataset, tmp_path):
+    (dataset / "sub-01/dwi/sub-01_run-2_dwi.bvec").unlink()
+    assert find_dwis(dataset, ["01"])[1].bvec == dataset / "dwi.bvec"  # the dataset-level one is inherited
+    (dataset / "dwi.bvec").unlink()
+    with pytest.raises(InputError, match=r"sub-01_run-2_dwi.nii.gz: no \.bvec file"):
+        find_dwis(dataset, ["01"])
+    (dataset / "dataset_description.json").unlink()
+    with pytest.raises(InputError, match="no dataset_description.json"):
+        find_dwis(dataset, ["02"])
+    assert len(find_dwis(dataset, ["02"], require_description=False)) == 2
+    with pytest.raises(InputError, match="BIDS folder not found"):
+        find_dwis(tmp_path / "nope")
+
+
+def test_two_masks_are_refused(dataset):
+    _nifti(dataset / "derivatives/other/sub-02/ses-b/dwi/sub-02_ses-b_desc-brain_mask.nii.gz", (4, 4, 3))
+    with pytest.raises(InputError, match="more than one brain mask"):
+        find_dwis(dataset, ["02"], ["b"])
+
+
+def test_parse_name():
+    assert parse_name("sub-01_ses-1_acq-x_run-2_dwi.nii.gz") == ({"sub": "01", "ses": "1", "acq": "x", "run": "2"},
+                                                                "dwi")
+    assert parse_name("sub-01_run-1_run-2_dwi.nii.gz") is None
+    assert parse_name("sub-01_bad_dwi.nii.gz") is None
+
+
+def test_derivative_names():
+    assert mask_name("sub-01", "CST_left") == "sub-01_space-orig_label-CSTleft_mask.nii.gz"
+    assert probseg_name("sub-01_ses-1", "CC_1") == "sub-01_ses-1_space-orig_label-CC1_probseg.nii.gz"
+    assert ending_name("sub-01", "SLF_I_left_b") == "sub-01_space-orig_label-SLFIleft_desc-beginnings_mask.nii.gz"
+    assert ending_name("sub-01", "CA_e") == "sub-01_space-orig_label-CA_desc-endings_mask.nii.gz"
+    with pytest.raises(ValueError):
+        derivative_name("sub-01", "mask", label="CST_left")
+    labels = bids_labels(TRACTQUERIER_BUNDLES)
+    assert len(set(labels.values())) == len(TRACTQUERIER_BUNDLES) == 72
+    for name, label in labels.items():  # every derivative name parses back to its entities
+        entities, suffix = parse_name(mask_name("sub-01_run-1", name))
+        assert suffix == "mask" and entities == {"sub": "01", "run": "1", "space": "orig", "label": label}
+    with pytest.raises(ValueError, match="both become BIDS label"):
+        bids_labels(["CST_left", "CSTleft"])
+
+
+def test_dataset_description(tmp_path):
+    description = dataset_description("0.1.0", peaks_engine="mrtrix")
+    path = write_dataset_description(tmp_path, description)
+    written = json.loads(path.read_text())
+    assert written["DatasetType"] == "derivative" and written["BIDSVersion"]
+    assert written["GeneratedBy"][0]["Name"] == "tractseg-aot" and written["GeneratedBy"][0]["Version"] == "0.1.0"
+    write_dataset_description(tmp_path, description)  # ours: replaced
+    path.write_text(json.dumps({"Name": "x", "GeneratedBy": [{"Name": "fmriprep"}]}))
+    with pytest.raises(OutputError, match="not written by tractseg-aot"):
+        write_dataset_description(tmp_path, description)
+    assert json.loads(path.read_text())["GeneratedBy"][0]["Name"] == "fmriprep"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runtime.bids", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_plan_and_errors(dataset, tmp_path):
+    out = tmp_path / "out"
+    done = _cli(str(dataset), str(out), "participant", "--participant_label", "02", "--session-label", "b")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("\t") for line in done.stdout.splitlines()]
+    assert rows == [["sub-02_ses-b", str(dataset / "sub-02/ses-b/dwi/sub-02_ses-b_dwi.nii.gz"),
+                     str(dataset / "sub-02/ses-b/dwi/sub-02_ses-b_dwi.bval"),
+                     str(dataset / "sub-02/ses-b/dwi/sub-02_ses-b_dwi.bvec"),
+                     str(dataset / "derivatives/masks/sub-02/ses-b/dwi/sub-02_ses-b_space-orig_desc-brain_mask.nii.gz")]]
+    done = _cli(str(dataset), str(out), "participant", "--participant_label", "sub-09")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "no sub-09" in done.stderr
+    done = _cli(str(dataset), str(dataset), "participant")
+    assert done.returncode == 1 and "the output folder is the BIDS folder itself" in done.stderr
+    assert not out.exists()
+
+
+def test_main_hands_the_plan_to_a_runner(dataset, tmp_path):
+    from runtime.bids.__main__ import main
+
+    seen: list[list[BidsDwi]] = []
+    assert main([str(dataset), str(tmp_path / "o"), "participant", "--participant_label", "01"],
+                run=lambda series, args: seen.append(series) or 7) == 7
+    assert [d.name for d in seen[0]] == ["sub-01_run-1", "sub-01_run-2"]
