@@ -140,3 +140,12 @@ def linear(points: list[tuple[float, float]], at: float) -> dict[str, Any]:
     return {"points": [list(p) for p in points], "intercept": round(v1 - slope * n1, 6),
             "per_subject": round(slope, 9), "at": at, "no_growth_measured": flat,
             "value": round(max(v1, v2) if flat else v1 + slope * (at - n1), 3)}
+
+
+def finish(text: str, paths: dict[str, Path], failed: bool) -> int:
+    """The end of every cohort benchmark command: the markdown on stdout, where it was saved on stderr, and the
+    exit status (1 when a run failed or found a problem)."""
+    print(text)
+    for name, path in paths.items():
+        print(f"[bench] {name}: {path}", file=sys.stderr)
+    return 1 if failed else 0

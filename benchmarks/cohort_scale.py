@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks import bundle as bundles
-from benchmarks.cohort_common import (failure, linear, log, plan, python_module, rows_summary, table_rows,
-                                      timed)
+from benchmarks.cohort_common import (failure, finish, linear, log, plan, python_module, rows_summary,
+                                      table_rows, timed)
 from benchmarks.machine import machine_kind
 from benchmarks.report import write_json_md
 
@@ -174,7 +173,4 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(args) -> int:
     result, text, paths = run(args)
-    print(text)
-    for name, path in paths.items():
-        print(f"[bench] {name}: {path}", file=sys.stderr)
-    return 1 if result["problems"] else 0
+    return finish(text, paths, bool(result["problems"]))

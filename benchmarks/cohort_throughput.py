@@ -8,13 +8,12 @@ import os
 import re
 import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks import bundle as bundles
-from benchmarks.cohort_common import failure, log, plan, python_module, rows_summary, table_rows, timed
+from benchmarks.cohort_common import failure, finish, log, plan, python_module, rows_summary, table_rows, timed
 from benchmarks.machine import REPO, machine_kind
 from benchmarks.report import write_json_md
 from runtime.network.backends import choose
@@ -196,7 +195,4 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(args) -> int:
     result, text, paths = run(args)
-    print(text)
-    for name, path in paths.items():
-        print(f"[bench] {name}: {path}", file=sys.stderr)
-    return 1 if any(r.get("error") for r in result["runs"].values()) else 0
+    return finish(text, paths, any(r.get("error") for r in result["runs"].values()))

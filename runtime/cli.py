@@ -1,8 +1,11 @@
-"""The command line's contract, shared by runtime.run and runtime.cohort: logging to stdout/stderr with the
-program's prefix, and :func:`guarded`, which turns every outcome into one line and an exit status (0; 1 a problem
-the user can fix; 3 a bug, with the traceback saved to a file; 130 / 143 SIGINT / SIGTERM)."""
+"""The command line's contract, shared by runtime.run and runtime.cohort: the run options they share and their
+one mapping to :class:`runtime.options.RunOptions` (:func:`run_options`: argparse stops here), logging to
+stdout/stderr with the program's prefix, and :func:`guarded`, which turns every outcome into one line and an exit
+status (0; 1 a problem the user can fix; 3 a bug, with the traceback saved to a file; 130 / 143 SIGINT /
+SIGTERM)."""
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -12,11 +15,61 @@ import time
 import traceback
 
 from runtime.errors import TractSegError, one_line
+from runtime.models.bundles import TASKS, TRACT_DEFINITIONS
+from runtime.models.manifest_schema import PRECISIONS
+from runtime.network.backends import BACKENDS
+from runtime.options import RunOptions
 from runtime.outputs.output_set import COMMITTED
 from runtime.qc.report import package_versions
-
-PROG = "tractseg-aot"
+from runtime.subject import PROG
 log = logging.getLogger("tractseg_aot")
+
+
+def path_arg(text: str) -> str:
+    """argparse type of every path option: an empty path is a usage error."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path")
+    return text
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options runtime.run and runtime.cohort share (upstream's, plus the runtime's own)."""
+    p.add_argument("--artifacts", metavar="DIR", type=path_arg, help="bundle directory with manifest.json "
+                   "(default: $TRACTSEG_AOT_ARTIFACTS[/<model>], else ~/.cache/tractseg-aot/<model>)")
+    p.add_argument("--output_type", choices=TASKS, default="tract_segmentation")
+    p.add_argument("--tract_definition", choices=TRACT_DEFINITIONS, default="TractQuerier+")
+    p.add_argument("--single_output_file", action="store_true", help="all bundles in one 4D image")
+    p.add_argument("--get_probabilities", action="store_true",
+                   help="float32 probabilities instead of masks (no post-processing)")
+    p.add_argument("--no_postprocess", action="store_true", help="keep small blobs (tract_segmentation)")
+    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32: the exact path (default); bf16/int8/fp16: faster, with the loss the export measured "
+                        "and recorded in the bundle (an error where the bundle or the host lacks it)")
+    p.add_argument("--no-self-check", dest="self_check", action="store_false",
+                   help="skip the bundle's check batch run when the backend opens (one batch)")
+    p.add_argument("--nr_cpus", type=int, default=-1, metavar="N",
+                   help="threads for the backend (-1: its default; capped at the cores available)")
+    p.add_argument("--statistics", action="store_true", help="also write statistics.json (per-bundle volume, ...)")
+    p.add_argument("--preview", action="store_true", help="also write preview.png (needs the [qc] extra)")
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
+
+
+def run_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> RunOptions:
+    """The parsed run options as :class:`RunOptions` (usage errors through ``p``): the one place a Namespace
+    becomes options."""
+    if args.nr_cpus == 0 or args.nr_cpus < -1:
+        p.error(f"--nr_cpus must be -1 or a positive number, not {args.nr_cpus}")
+    if args.output_type == "endings_segmentation" and args.tract_definition == "xtract":
+        p.error("--tract_definition xtract only works with --output_type tract_segmentation (as upstream)")
+    return RunOptions(artifacts=args.artifacts, output_type=args.output_type, tract_definition=args.tract_definition,
+                      single_output_file=args.single_output_file, get_probabilities=args.get_probabilities,
+                      postprocess=not args.no_postprocess, backend=args.backend, device=args.device,
+                      precision=args.precision, self_check=args.self_check,
+                      threads=None if args.nr_cpus == -1 else args.nr_cpus, statistics=args.statistics,
+                      preview=args.preview, force=args.force, quiet=args.quiet)
 
 
 class Terminated(BaseException):

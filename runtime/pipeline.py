@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
@@ -27,7 +27,7 @@ from runtime.network.backends import Backend, choose, open_backend
 from runtime.models.bundles import Model, model_for
 from runtime.errors import BackendError, InputError, one_line
 from runtime.io.geometry import crop_to_nonzero, flip, mni_flip_axes, pad_and_zoom_to_cube
-from runtime.checks.input_checks import OBLIQUE_WARN_DEGREES, check_cube_aspect, check_layout, check_values
+from runtime.checks.input_checks import check_cube_aspect, check_layout, check_values, warn_if_oblique
 from runtime.models.manifest import Artifact, Manifest
 from runtime.io.nifti_io import load_peaks
 from runtime.network.precision import check_host
@@ -36,18 +36,12 @@ from runtime.network.predict import fused_probabilities
 from runtime.checks.preflight import cap_threads, open_manifest, resolve_bundle_dir
 from runtime.outputs.segmentation import Placement, Segmentation
 
+if TYPE_CHECKING:
+    from runtime.options import RunOptions
+    from runtime.subject import RunReport
+
 log = logging.getLogger("tractseg_aot")
 PeaksInput = str | os.PathLike[str] | nib.Nifti1Pair | tuple[np.ndarray, np.ndarray]
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    name: str
-    version: str
-    device: str
-    detail: str
-    threads: int | None
-    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -72,15 +66,17 @@ class TractSegPipeline:
     @classmethod
     def open(cls, artifacts: str | os.PathLike[str] | None = None, output_type: str = "tract_segmentation",
              tract_definition: str = "TractQuerier+", backend: str = "auto", device: str = "auto",
-             threads: int | None = None, precision: str = "fp32", self_check: bool = True) -> TractSegPipeline:
+             threads: int | None = None, precision: str = "fp32", self_check: bool = True,
+             warn_demo: bool = True) -> TractSegPipeline:
         """Resolve and verify the bundle (``artifacts`` dir, else ``$TRACTSEG_AOT_ARTIFACTS``, else
         ``~/.cache/tractseg-aot/<model>``), check every artifact file's sha256, load it on the backend once, and
         run the bundle's self-check batch on it (:mod:`runtime.network.precision`) unless ``self_check=False``.
+        ``warn_demo=False``: no warning for demo weights (the study runner says it once for the study).
         ``precision``: fp32 (exact, default), bf16, int8 or fp16, as the bundle offers and the host can run."""
         started = time.perf_counter()
         model = model_for(output_type, tract_definition)
         manifest = open_manifest(resolve_bundle_dir(artifacts, model), model)
-        if manifest.demo_weights:
+        if manifest.demo_weights and warn_demo:
             log.warning("demo weights, not anatomical (%s): the outputs are not tract segmentations",
                         manifest.weights.source)
         threads = cap_threads(threads)
@@ -100,11 +96,6 @@ class TractSegPipeline:
             pipeline.self_check = {"skipped": "--no-self-check"}
         pipeline.open_seconds = round(time.perf_counter() - started, 3)
         return pipeline
-
-    @property
-    def backend_info(self) -> BackendInfo:
-        b = self.backend
-        return BackendInfo(b.name, b.version, b.device, b.detail, self.threads, self.manifest.batch_size)
 
     def describe(self) -> str:
         b = self.backend
@@ -148,7 +139,22 @@ class TractSegPipeline:
         timings["network"] = round(time.perf_counter() - t0, 3)
         placement = Placement(affine=affine, shape=shape, flip_axes=axes, bbox=bbox, transform=transform)
         return Segmentation(bundles=self.model.bundles, output_type=self.model.task, source=source, fused=fused,
-                            placement=placement, slices=stats, timings=timings)
+                            placement=placement, slices=stats, timings=timings, model=self.model.name)
+
+    def segment(self, peaks: PeaksInput, outdir: str | os.PathLike[str], options: RunOptions | None = None,
+                subject: str | None = None, report: str | os.PathLike[str] | None = None) -> RunReport:
+        """One subject to files, exactly as ``python -m runtime.run`` writes them (:mod:`runtime.subject`):
+        every check first, then predict, stage and commit all or nothing. ``options`` (a
+        :class:`runtime.options.RunOptions`) must name this pipeline's model; default: upstream's CLI
+        defaults for it."""
+        from runtime.options import RunOptions
+        from runtime.subject import check_subject, run_subject
+
+        options = options or RunOptions(output_type=self.model.task, tract_definition=self.model.tract_definition,
+                                        quiet=True)
+        if options.model != self.model:
+            raise ValueError(f"options ask for {options.model.name}, this pipeline runs {self.model.name}")
+        return run_subject(self, check_subject(peaks, outdir, options, self.manifest, report), options, subject)
 
     def record(self) -> dict[str, Any]:
         """What ran: the bundle, the verified artifact and the backend (for reports)."""
@@ -172,17 +178,20 @@ def read_peaks(peaks: PeaksInput | ReadPeaks, size: int = 144, classes: int = 72
         return ReadPeaks(data, affine, str(peaks))
     if isinstance(peaks, (nib.Nifti1Pair, nib.Nifti2Pair)):
         name = peaks.get_filename() or "<nibabel image>"
-        check_layout(name, tuple(peaks.shape), np.dtype(peaks.get_data_dtype()), peaks.affine)
+        warn_if_oblique(name, check_layout(name, tuple(peaks.shape), np.dtype(peaks.get_data_dtype()), peaks.affine))
         data = np.array(peaks.get_fdata(dtype=np.float32, caching="unchanged"))  # a copy: NaN -> 0 below
         affine = np.asarray(peaks.affine, np.float64)
     elif isinstance(peaks, tuple) and len(peaks) == 2:
         name = "<array>"
-        data, affine = np.asarray(peaks[0]), np.asarray(peaks[1], dtype=np.float64)
+        data = np.asarray(peaks[0])
+        try:
+            affine = np.asarray(peaks[1], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{name}: the affine must be a 4x4 array of numbers, not {type(peaks[1]).__name__} "
+                             f"{str(peaks[1])[:40]!r}") from None
         if affine.shape != (4, 4):
             raise InputError(f"{name}: the affine must be 4x4, not {affine.shape}")
-        oblique = check_layout(name, tuple(data.shape), data.dtype, affine)
-        if oblique > OBLIQUE_WARN_DEGREES:
-            log.warning("%s: the voxel axes are oblique by %.1f degrees", name, oblique)
+        warn_if_oblique(name, check_layout(name, tuple(data.shape), data.dtype, affine))
         data = data.astype(np.float32)  # a copy: the caller's array is never changed
     else:
         raise TypeError(f"peaks must be a path, a nibabel image or (array, affine), not {type(peaks).__name__}")

@@ -133,7 +133,7 @@ def test_table_writes_are_throttled(tmp_path: Path) -> None:
     table.update({"subject": "sub-02", "status": "done", "seconds": 1.5})
     assert table.writes == 1
     with open(path, newline="") as stream:
-        assert list(csv.reader(stream)) == [list(ROW_FIELDS), ["sub-02", "", "done", "", "1.5", "", "", ""]]
+        assert list(csv.reader(stream)) == [list(ROW_FIELDS), ["sub-02", "", "done", "", "1.5", "", "", "", ""]]
     table.update({"subject": "sub-01", "status": "failed", "error": "x.nii.gz: not 4D, 9"})
     assert table.writes == 1 and [row["subject"] for row in read_table(path)] == ["sub-02"]
     table.flush()

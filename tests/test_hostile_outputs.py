@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.run import guarded, main
+from runtime.cli import guarded
+from runtime.run import main
 from tests.run_support import (N_BUNDLES, check_one_error, files_under, final_files, read, refused, run_args,
                                save_peaks, staging_folders, start_cli, synthetic_peaks, wait)
 

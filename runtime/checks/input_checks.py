@@ -15,6 +15,7 @@ header claiming 32767^3 voxels ends in a MemoryError traceback.
 from __future__ import annotations
 
 import math
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,14 @@ def memory_estimate_bytes(shape: tuple[int, ...], float32_storage: bool, cube: i
     data = voxels * PEAK_CHANNELS * (4 if float32_storage else 4 + 8)
     padded = max(*shape[:3], PEAK_CHANNELS) ** 3 * 4
     return data + padded + cube ** 3 * 4 * (PEAK_CHANNELS + n_classes) + 2 * voxels * 4
+
+
+def warn_if_oblique(name: str, degrees: float) -> None:
+    """One warning, the same for a file, a nibabel image and an array, when the voxel axes are oblique."""
+    if degrees > OBLIQUE_WARN_DEGREES:
+        logging.getLogger("tractseg_aot").warning(
+            "%s: the voxel axes are oblique by %.1f degrees to the world axes; segmenting on the voxel grid as "
+            "upstream does (TractSeg expects MNI-aligned peaks)", name, degrees)
 
 
 def check_layout(name: str, shape: tuple[int, ...], dtype: np.dtype, affine: np.ndarray, slope: float = 1.0,

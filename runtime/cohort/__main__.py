@@ -15,27 +15,27 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
-from runtime.models.bundles import model_for
-from runtime.cohort.engine import default_threads, default_workers, run_subjects
-from runtime.cohort.records import CohortTable, is_done, table_name
-from runtime.cohort.subjects import DEFAULT_PATTERN, CohortInputError, check_parts, discover, split_parts
-from runtime.errors import InputError
 from runtime.checks.input_checks import available_memory_bytes
 from runtime.checks.preflight import available_cores, check_writable_dir, open_manifest, resolve_bundle_dir
-from runtime.cli import guarded
-from runtime.run import _path, add_run_options, check_run_options, request_record
-from runtime.session import preview_dependency_check
+from runtime.cli import add_run_options, guarded, path_arg, run_options
+from runtime.cohort.engine import default_threads, default_workers, run_subjects
+from runtime.cohort.records import RESERVED_NAMES, CohortTable, is_done, reserved_name, table_name
+from runtime.cohort.subjects import DEFAULT_PATTERN, CohortInputError, check_parts, discover, split_parts
+from runtime.errors import InputError, OutputError
+from runtime.options import RunOptions
+from runtime.outputs.output_set import COMMITTED, folder_lock
+from runtime.qc.collectors import preview_dependency_check
 
 log = logging.getLogger("tractseg_aot")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m runtime.cohort", description=__doc__.strip().splitlines()[0])
-    p.add_argument("inputs", nargs="*", metavar="INPUT", type=_path, help="peaks files or folders to search")
-    p.add_argument("-o", dest="output", metavar="OUTROOT", type=_path, required=True, help="study output folder")
-    p.add_argument("--list", dest="list_file", metavar="FILE", type=_path,
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunOptions]:
+    prog = "tractseg-aot-cohort" if Path(sys.argv[0]).name == "tractseg-aot-cohort" else "python -m runtime.cohort"
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.strip().splitlines()[0])
+    p.add_argument("inputs", nargs="*", metavar="INPUT", type=path_arg, help="peaks files or folders to search")
+    p.add_argument("-o", dest="output", metavar="OUTROOT", type=path_arg, required=True, help="study output folder")
+    p.add_argument("--list", dest="list_file", metavar="FILE", type=path_arg,
                    help="one peaks path a line, or CSV with columns subject,peaks")
     p.add_argument("--pattern", default=DEFAULT_PATTERN, help=f"file pattern in folders (default {DEFAULT_PATTERN})")
     add_run_options(p)
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-parts", type=int, default=1, metavar="N", help="split the study into N parts")
     p.add_argument("--part-id", type=int, default=0, metavar="K", help="run part K (0 .. N-1)")
     args = p.parse_args(argv)
-    check_run_options(p, args)
+    options = run_options(p, args)
     if not args.inputs and not args.list_file:
         p.error("give peaks files or folders, or --list FILE")
     if args.threads_per_worker is None:
@@ -58,39 +58,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         check_parts(args.num_parts, args.part_id)
     except ValueError as error:
         p.error(str(error))
-    if args.nr_cpus == -1:
-        args.nr_cpus = args.threads_per_worker
-    args.report = None
-    return args
+    if options.threads is None:
+        options = options.replace(threads=args.threads_per_worker)
+    return args, options
 
 
-def output_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options that shape a subject's outputs (a done-record holds only for the same ones)."""
-    return request_record(args)
+def check_outroot(outroot: Path) -> None:
+    """OUTROOT's own files can be written: none of them is a directory (made by hand, or by a subject id)."""
+    for name in RESERVED_NAMES:
+        if (outroot / name).is_dir():
+            raise OutputError(f"{outroot / name}: is a directory; the study writes its {name} there, move it away")
 
 
-def study(args: argparse.Namespace) -> int:
+def study(args: argparse.Namespace, options: RunOptions) -> int:
     """Run the study; returns the exit status (0 all done, 1 some failed)."""
     from tqdm import tqdm
 
-    model = model_for(args.output_type, args.tract_definition)
-    manifest = open_manifest(resolve_bundle_dir(args.artifacts, model), model)
+    model = options.model
+    manifest = open_manifest(resolve_bundle_dir(options.artifacts, model), model)
     if manifest.demo_weights:
         log.warning("demo weights, not anatomical (%s): the outputs are not tract segmentations",
                     manifest.weights.source)
-    preview_dependency_check(args)
+    preview_dependency_check(options.preview)
+    outroot = Path(args.output)
     try:
-        subjects = split_parts(discover(args.inputs, args.pattern, args.list_file), args.num_parts, args.part_id)
+        subjects = split_parts(discover(args.inputs, args.pattern, args.list_file, exclude=outroot),
+                               args.num_parts, args.part_id)
     except CohortInputError as error:
         raise InputError(str(error)) from None
-    outroot = Path(args.output)
+    for subject in subjects:
+        if reserved_name(subject.id):
+            raise InputError(f"{subject.peaks}: its subject id {subject.id!r} is one of the study's own file names "
+                             f"under OUTROOT; give it another id with a --list CSV of subject,peaks")
     check_writable_dir(outroot)
     outroot.mkdir(parents=True, exist_ok=True)
-    options, bundle_id = output_options(args), manifest.bundle_id
+    check_outroot(outroot)
+    with folder_lock(outroot):  # one study at a time on an output root (each subject folder has its own lock)
+        return _run(args, options, subjects, outroot, manifest.bundle_id, tqdm)
+
+
+def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot: Path, bundle_id: str,
+         tqdm) -> int:
+    record = options.output_record()
     table = CohortTable(outroot / table_name(args.num_parts, args.part_id))
     todo = []
     for subject in subjects:
-        row = None if args.force else is_done(outroot / subject.id, subject.peaks, bundle_id, options)
+        row = None if options.force else is_done(outroot / subject.id, subject.peaks, bundle_id, record)
         if row is None:
             todo.append(subject)
         else:
@@ -102,33 +115,39 @@ def study(args: argparse.Namespace) -> int:
     log.info("%d subject(s): %d done earlier, %d to run on %s", len(subjects), len(subjects) - len(todo), len(todo),
              args.scheduler or (f"{workers} worker(s) x {args.threads_per_worker} thread(s)" if workers
                                 else "this process"))
-    failed = 0
     with tqdm(total=len(subjects), initial=len(subjects) - len(todo), unit="subject", file=sys.stderr,
-              disable=args.quiet, dynamic_ncols=True) as bar:
+              disable=options.quiet, dynamic_ncols=True) as bar:
         try:
-            for row in run_subjects(todo, str(outroot), args, bundle_id, options, workers, args.scheduler):
-                failed += row["status"] != "done"
+            for row in run_subjects(todo, str(outroot), options, bundle_id, workers, args.scheduler):
                 table.update(row)
+                if row.done:
+                    COMMITTED.append(outroot / row.subject)  # what an interrupt reports as written
+                for line in filter(None, row.warnings.split(" | ")):
+                    tqdm.write(f"tractseg-aot: warning: {row.subject}: {line}", file=sys.stderr)
+                if not row.done and not options.quiet:
+                    tqdm.write(f"tractseg-aot: {row.subject} failed: {row.error}", file=sys.stderr)
                 bar.update(1)
         finally:
-            table.flush()
-    if args.statistics:
+            if table.rows():
+                table.flush()
+    if options.statistics:
         from runtime.qc.study_report import write_study_report
 
         write_study_report(outroot, table.rows())
     failed_rows = [r for r in table.rows() if r["status"] != "done"]
-    log.info("%d done, %d failed; %s", len(table.rows()) - len(failed_rows), len(failed_rows), table.path)
+    (log.warning if failed_rows else log.info)("%d done, %d failed; %s", len(table.rows()) - len(failed_rows),
+                                               len(failed_rows), table.path)
     return 1 if failed_rows else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args, options = parse_args(argv)
     status = {"code": 0}
 
     def action() -> None:
-        status["code"] = study(args)
+        status["code"] = study(args, options)
 
-    code = guarded(action, args.quiet, final=argv is None)
+    code = guarded(action, options.quiet, final=argv is None)
     return code or status["code"]
 
 

@@ -14,15 +14,17 @@ scheduler every task, 18.5 KB a subject (~1.9 GB at 100,000; benchmarks/README.m
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from runtime.cohort.records import CohortRow
 from runtime.cohort.subjects import Subject
 from runtime.cohort.worker import process_subject
 from runtime.errors import MissingExtraError, TractSegError, one_line
+from runtime.options import RunOptions
 
 DASK_MISSING = "runtime.cohort needs Dask for worker processes: pip install 'tractseg-aot[cohort]' (or --workers 0)"
 WORKER_MEMORY_GB = 2.5  # peak RSS of one worker, 72 bundles, HCP size (measured 1.87-1.91 GB) plus margin
@@ -90,16 +92,14 @@ def submit_window(submit: Callable[[Subject], Any], as_completed: Any, subjects:
         yield future, subject
 
 
-def run_subjects(subjects: list[Subject], outroot: str, args: argparse.Namespace, bundle_id: str,
-                 options: dict[str, Any], workers: int, scheduler: str | None) -> Iterator[dict[str, Any]]:
+def run_subjects(subjects: list[Subject], outroot: str, options: RunOptions, bundle_id: str, workers: int,
+                 scheduler: str | None) -> Iterator[CohortRow]:
     """Rows of the subjects as they finish (in completion order)."""
     if not subjects:
         return
-    call: Callable[[Subject], dict[str, Any]] = lambda s: process_subject(s.id, str(s.peaks), outroot, args,
-                                                                          bundle_id, options)
     if workers == 0 and scheduler is None:
         for subject in subjects:
-            yield call(subject)
+            yield process_subject(subject.id, str(subject.peaks), outroot, options, bundle_id)
         return
     dask, distributed = _dask()
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
@@ -107,26 +107,59 @@ def run_subjects(subjects: list[Subject], outroot: str, args: argparse.Namespace
         cluster = None
         try:
             if scheduler is None:
-                cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                   dashboard_address=":0", memory_limit=0, silence_logs=40)
+                with workers_ignore_sigint():
+                    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=":0", memory_limit=0, silence_logs=40)
                 client = distributed.Client(cluster)
             else:
                 client = distributed.Client(scheduler, timeout="30s")
-        except OSError as error:
+        except (OSError, ValueError, TypeError) as error:  # ValueError: "missing port number" and the like
+            if cluster is not None:
+                cluster.close()
             raise CohortError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {one_line(error)}") \
                 from None
         try:
-            submit = lambda s: client.submit(process_subject, s.id, str(s.peaks), outroot, args, bundle_id, options,
+            submit = lambda s: client.submit(process_subject, s.id, str(s.peaks), outroot, options, bundle_id,
                                              key=f"tractseg-{s.id}", pure=False)
             for future, subject in submit_window(submit, distributed.as_completed, subjects,
                                                  window_size(client, workers)):
                 try:
                     yield future.result()
                 except Exception as error:  # KilledWorker after ALLOWED_FAILURES deaths, or a bug on the worker
-                    yield {"subject": subject.id, "peaks": str(subject.peaks), "status": "failed",
-                           "error": f"{type(error).__name__}: {one_line(error, 300)}", "seconds": "",
-                           "peak_rss_mb": "", "slices_run": "", "worker": ""}
+                    yield CohortRow(subject.id, str(subject.peaks), "failed",
+                                    f"{type(error).__name__}: {one_line(error, 300)}")
         finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            quiet_close(client, cluster)
+
+
+@contextmanager
+def workers_ignore_sigint() -> Iterator[None]:
+    """Worker processes started in the block ignore SIGINT (a disposition a spawned Python keeps): Ctrl-C in a
+    terminal signals the whole process group, and the driver alone decides what an interrupt means (it closes
+    the cluster). Without this each worker printed its own KeyboardInterrupt traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def quiet_close(client: Any, cluster: Any) -> None:
+    """Close the client and the embedded cluster without Dask's own complaints about cancelled work (an
+    interrupted study printed "Couldn't gather keys" and worker tracebacks)."""
+    import logging
+
+    for name in ("distributed", "distributed.client", "distributed.worker", "distributed.nanny",
+                 "distributed.scheduler", "distributed.core"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()

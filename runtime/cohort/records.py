@@ -1,7 +1,7 @@
 """Resume bookkeeping of a cohort run: per-subject done-records and the cohort table (CSV), cheap at 100,000 subjects.
 
 A subject is done when ``OUTROOT/<subject>/.tractseg-aot-done.json`` exists and still matches (:func:`is_done`):
-the input's size and mtime_ns (no hashing on a rerun), the bundle id, the options that shape the outputs, and
+the input's path, size and mtime_ns (no hashing on a rerun), the bundle id, the options that shape the outputs, and
 every output it lists is there. The runner removes the record (:func:`remove_done_record`) before it (re)writes a
 subject's outputs and writes it LAST (:func:`write_done_record`), so a subject cut off halfway is simply redone.
 Record layout (format 1, built by :func:`done_record`)::
@@ -23,18 +23,57 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from runtime.io.atomic import write_text_atomic
 from runtime.cohort.subjects import check_parts
 
-ROW_FIELDS = ("subject", "peaks", "status", "error", "seconds", "peak_rss_mb", "slices_run", "worker")
 DONE_NAME = ".tractseg-aot-done.json"
 DONE_FORMAT = 1
 TABLE_NAME = "cohort.csv"
 PART_TABLE_GLOB = "cohort.part-*-of-*.csv"
+
+
+@dataclass(frozen=True)
+class CohortRow:
+    """One subject's row of cohort.csv. Numbers are empty strings where a run did not get that far; ``warnings``
+    holds the run's warning lines (oblique axes, ...), joined with " | "."""
+
+    subject: str
+    peaks: str
+    status: str = "failed"  # done | failed
+    error: str = ""
+    seconds: float | str = ""
+    peak_rss_mb: float | str = ""
+    slices_run: int | str = ""
+    worker: str = ""
+    warnings: str = ""
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, Any]) -> CohortRow:
+        """A row from a done-record or a CSV line (missing fields empty, unknown ones ignored)."""
+        return cls(**{name: row.get(name, "") for name in ROW_FIELDS})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+
+ROW_FIELDS = tuple(f.name for f in fields(CohortRow))
+RESERVED_NAMES = ("cohort.csv", "statistics.csv", "report.html")  # OUTROOT's own files: no subject may take them
+
+
+def reserved_name(name: str) -> bool:
+    """Whether ``name`` is one of OUTROOT's own files (a subject folder of that name would collide)."""
+    import fnmatch
+
+    return name in RESERVED_NAMES or fnmatch.fnmatch(name, PART_TABLE_GLOB) or name.startswith(".")
 
 
 @dataclass(frozen=True)
@@ -94,8 +133,13 @@ def read_done_record(subject_dir: str | os.PathLike[str]) -> dict[str, Any] | No
 
 
 def remove_done_record(subject_dir: str | os.PathLike[str]) -> None:
-    """Forget that the subject is done (before its outputs are rewritten); no error when there is no record."""
-    (Path(subject_dir) / DONE_NAME).unlink(missing_ok=True)
+    """Forget that the subject is done (before its outputs are rewritten); no error when there is no record,
+    and a directory in its place (made by hand) is removed too."""
+    path = Path(subject_dir) / DONE_NAME
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _outputs_present(folder: Path, outputs: Any) -> bool:
@@ -119,8 +163,8 @@ def _outputs_present(folder: Path, outputs: Any) -> bool:
 
 def is_done(subject_dir: str | os.PathLike[str], peaks: str | os.PathLike[str], bundle_id: str,
             options: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The stored cohort row when the subject's done-record still holds (same input size and mtime_ns, bundle id
-    and options, every listed output present); None when the subject must be (re)done."""
+    """The stored cohort row when the subject's done-record still holds (same input path, size and mtime_ns,
+    bundle id and options, every listed output present); None when the subject must be (re)done."""
     folder = Path(subject_dir)
     record = read_done_record(folder)
     if record is None or record.get("format") != DONE_FORMAT or record.get("bundle_id") != bundle_id:
@@ -133,6 +177,8 @@ def is_done(subject_dir: str | os.PathLike[str], peaks: str | os.PathLike[str], 
     except OSError:
         return None
     if stored_input.get("size") != identity.size or stored_input.get("mtime_ns") != identity.mtime_ns:
+        return None
+    if stored_input.get("path") != str(peaks):  # the list now names another file (cp -p keeps size and mtime)
         return None
     if record.get("options") != canonical_options(options):
         return None
@@ -167,9 +213,11 @@ class CohortTable:
         self._last_write: float | None = None
         self.writes = 0
 
-    def update(self, row: Mapping[str, Any]) -> None:
+    def update(self, row: CohortRow | Mapping[str, Any]) -> None:
         """Record (or replace) the row of ``row["subject"]``; write the table when the last write is old enough.
         Missing fields are left empty; a field not in :data:`ROW_FIELDS` is a ValueError."""
+        if isinstance(row, CohortRow):
+            row = row.as_dict()
         unknown = sorted(set(row) - set(ROW_FIELDS))
         if unknown:
             raise ValueError(f"{self.path}: unknown cohort table field(s): {', '.join(unknown)}")
@@ -182,9 +230,16 @@ class CohortTable:
             self.flush()
 
     def flush(self) -> Path:
-        """Write the table now (header only when there is no row yet)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.path, _csv_text(self.rows()))
+        """Write the table now (header only when there is no row yet); OutputError naming the table when it
+        cannot be written (a full disk, a directory in its place)."""
+        from runtime.errors import OutputError
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.path, _csv_text(self.rows()))
+        except OSError as error:
+            raise OutputError(f"{self.path}: the cohort table cannot be written ({error.strerror or error}); the "
+                              "subjects' outputs and done-records are in place, a rerun rewrites the table") from None
         self._last_write = time.monotonic()
         self.writes += 1
         return self.path

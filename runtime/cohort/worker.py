@@ -7,41 +7,36 @@ lock, then takes the other run's result if it completed.
 """
 from __future__ import annotations
 
-import argparse
 import fcntl
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runtime.io.checksum import sha256_of
-from runtime.cohort.records import (InputIdentity, done_record, is_done, remove_done_record,
+from runtime.cohort.records import (CohortRow, InputIdentity, done_record, is_done, remove_done_record,
                                     write_done_record)
 from runtime.errors import TractSegError, one_line
+from runtime.io.checksum import sha256_of
+from runtime.options import RunOptions
 from runtime.outputs.output_set import LOCK_NAME
 
 _PIPELINES: dict[tuple, Any] = {}
 _LOCK = threading.Lock()  # one subject at a time per process: backends are not all thread-safe
 LOCK_WAIT_S = 900.0
+log = logging.getLogger("tractseg_aot")
 
 
-def pipeline_options(args: argparse.Namespace) -> tuple:
-    return (args.artifacts, args.output_type, args.tract_definition, args.backend, args.device,
-            None if args.nr_cpus == -1 else args.nr_cpus, args.precision, args.self_check)
-
-
-def cached_pipeline(args: argparse.Namespace):
-    """This process's pipeline for these options, opened (bundle verified, backend loaded) on first use."""
-    from runtime.pipeline import TractSegPipeline
-
-    key = pipeline_options(args)
+def cached_pipeline(options: RunOptions):
+    """This process's pipeline for these options, opened (bundle verified, backend loaded) on first use. The
+    driver has already said what concerns the whole study (demo weights), so the workers do not repeat it."""
+    key = options.pipeline_key()
     if key not in _PIPELINES:
-        if not _PIPELINES:  # the driver says what concerns the whole study (demo weights) once
-            logging.getLogger("tractseg_aot").setLevel(logging.ERROR)
-        _PIPELINES[key] = TractSegPipeline.open(*key)
+        _PIPELINES[key] = options.open_pipeline(warn_demo=False)
     return _PIPELINES[key]
 
 
@@ -71,36 +66,75 @@ def wait_for_lock(folder: Path, timeout: float = LOCK_WAIT_S) -> None:
             os.close(fd)
 
 
-def process_subject(subject: str, peaks: str, outroot: str, args: argparse.Namespace, bundle_id: str,
-                    options: dict[str, Any]) -> dict[str, Any]:
-    """Segment one subject; returns its cohort.csv row (status done or failed, never raises for a bad subject)."""
-    from runtime.qc.report import peak_rss_mb
-    from runtime.run import segment_subject
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def subject_log() -> Iterator[list[str]]:
+    """For one subject: its warnings collected (they travel in its row, and the driver prints them) and its
+    info lines silenced; the logger is as it was afterwards (so the study's own lines still print)."""
+    collect = _Collect()
+    handlers, level, propagate = log.handlers[:], log.level, log.propagate
+    log.handlers[:] = [collect]
+    log.setLevel(logging.WARNING)
+    log.propagate = False
+    try:
+        yield collect.lines
+    finally:
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        log.propagate = propagate
+
+
+def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions, bundle_id: str) -> CohortRow:
+    """Segment one subject; returns its cohort.csv row (status done or failed). Never raises for a subject: an
+    unexpected error fails that subject alone, as a Dask task's exception does, with the traceback saved."""
+    from runtime.subject import check_input_path, check_subject, run_subject
 
     folder = Path(outroot) / subject
     started = time.perf_counter()
-    row: dict[str, Any] = {"subject": subject, "peaks": peaks, "status": "failed", "error": "", "seconds": 0.0,
-                           "peak_rss_mb": 0.0, "slices_run": "", "worker": worker_name()}
-    with _LOCK:
+    row = CohortRow(subject=subject, peaks=peaks, worker=worker_name())
+    with _LOCK, subject_log() as warnings:
         try:
             wait_for_lock(folder)
-            stored = is_done(folder, peaks, bundle_id, options) if not args.force else None
+            stored = is_done(folder, peaks, bundle_id, options.output_record()) if not options.force else None
             if stored is not None:  # finished by a run that outlived its driver
-                return stored
+                return CohortRow.from_mapping(stored)
+            check_input_path(peaks)
             identity = InputIdentity.stat(peaks)
             remove_done_record(folder)
             digest = sha256_of(peaks)  # recorded once, never recomputed on reruns
-            report = segment_subject(cached_pipeline(args), peaks, folder, argparse.Namespace(**{
-                **vars(args), "force": True, "quiet": True}), subject)
-            row.update(status="done", seconds=round(time.perf_counter() - started, 2),
-                       peak_rss_mb=report["peak_rss_mb"], slices_run=(report["slices"] or {}).get("run", ""))
-            outputs = [Path(p).relative_to(folder).as_posix() for p in report["outputs"]]
+            run = options.replace(force=True, quiet=True)
+            pipeline = cached_pipeline(run)
+            report = run_subject(pipeline, check_subject(peaks, folder, run, pipeline.manifest), run, subject)
+            row = CohortRow(subject, peaks, "done", "", round(time.perf_counter() - started, 2), report.peak_rss_mb,
+                            report.slices_run if report.slices_run is not None else "", row.worker,
+                            " | ".join(warnings))
+            outputs = [Path(p).relative_to(folder).as_posix() for p in report.outputs]
             write_done_record(folder, done_record(subject, peaks, InputIdentity(identity.size, identity.mtime_ns,
                                                                                   digest),
-                                                  bundle_id, options, outputs, row, report["timings_s"]))
+                                                  bundle_id, options.output_record(), outputs, row.as_dict(),
+                                                  report.timings_s))
         except TractSegError as error:
-            row.update(error=one_line(error, 500), seconds=round(time.perf_counter() - started, 2),
-                       peak_rss_mb=peak_rss_mb())
+            row = _failed(row, one_line(error, 500), started, warnings)
         except OSError as error:  # the input vanished between discovery and run, an unreadable folder...
-            row.update(error=f"{peaks}: {one_line(error, 400)}", seconds=round(time.perf_counter() - started, 2))
+            row = _failed(row, f"{peaks}: {one_line(error, 400)}", started, warnings)
+        except Exception as error:  # a bug: this subject fails, the study goes on (as under Dask)
+            from runtime.cli import save_traceback
+
+            row = _failed(row, f"internal error, please report: {type(error).__name__}: {one_line(error, 300)} "
+                               f"(traceback saved to {save_traceback()})", started, warnings)
     return row
+
+
+def _failed(row: CohortRow, error: str, started: float, warnings: list[str]) -> CohortRow:
+    from runtime.qc.report import peak_rss_mb
+
+    return CohortRow(row.subject, row.peaks, "failed", error, round(time.perf_counter() - started, 2),
+                     peak_rss_mb(), "", row.worker, " | ".join(warnings))

@@ -41,7 +41,7 @@ from nibabel.filebasedimages import ImageFileError
 from runtime.io.atomic import atomic_target
 from runtime.models.bundles import TASKS as OUTPUT_TYPES
 from runtime.errors import InputError, one_line
-from runtime.checks.input_checks import OBLIQUE_WARN_DEGREES, check_header, check_values
+from runtime.checks.input_checks import check_header, check_values, warn_if_oblique
 
 DEFAULT_OUTPUT_DIRNAME = "tractseg_output"
 
@@ -127,9 +127,7 @@ def load_peaks(path: str | os.PathLike[str], cube: int = 144, n_classes: int = 7
     image, messages = _load(file)
     facts = check_header(file, image, cube, n_classes)
     _warn_fixes(file, messages)  # after the checks: a refused file gets its one error line only
-    if facts.oblique_degrees > OBLIQUE_WARN_DEGREES:
-        log.warning("%s: the voxel axes are oblique by %.1f degrees to the world axes; segmenting on the voxel "
-                    "grid as upstream does (TractSeg expects MNI-aligned peaks)", file, facts.oblique_degrees)
+    warn_if_oblique(str(file), facts.oblique_degrees)
     stored_dtype = np.dtype(image.get_data_dtype())
     unscaled = float(getattr(image.dataobj, "slope", 1.0)) == 1.0 and float(getattr(image.dataobj, "inter", 0.0)) == 0
     try:
@@ -190,6 +188,24 @@ def output_dtype(output_type: str, get_probabilities: bool, postprocess: bool = 
     if postprocess and not all_masks_empty:
         return np.dtype(np.int32)
     return np.dtype(np.uint8)
+
+
+def output_bytes(output_type: str, n_outputs: int, shape: Sequence[int], get_probabilities: bool,
+                 postprocess: bool = True) -> int:
+    """Upper bound of the outputs' size on disk: uncompressed data plus a header per file (one sizing for every
+    writer: the command line, the study runner and ``Segmentation.save``)."""
+    voxels = 1
+    for n in shape:
+        voxels *= int(n)
+    return n_outputs * (voxels * output_dtype(output_type, get_probabilities, postprocess).itemsize + 352)
+
+
+def strip_nifti(name: str) -> str:
+    """The file name without ``.nii.gz`` or ``.nii`` (any case); other names are returned unchanged."""
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def default_output_dir(input_path: str | os.PathLike[str]) -> Path:

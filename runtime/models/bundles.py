@@ -71,11 +71,3 @@ def model_for(task: str, tract_definition: str = "TractQuerier+") -> Model:
     supported = ", ".join(f"{m.task}/{m.tract_definition}" for m in MODELS)
     raise ValueError(f"no upstream model for task {task!r} with tract definition {tract_definition!r} "
                      f"(supported: {supported})")
-
-
-def model_for_classes(n_classes: int) -> Model:
-    """The upstream model whose output count is n_classes (72, 144 or 42)."""
-    for m in MODELS:
-        if m.n_classes == n_classes:
-            return m
-    raise ValueError(f"no upstream model has {n_classes} classes (known: 72, 144, 42)")

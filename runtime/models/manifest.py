@@ -16,7 +16,7 @@ from typing import Any
 
 from runtime.io.checksum import sha256_of
 from runtime.errors import ArtifactError
-from runtime.models.manifest_schema import PRECISIONS, parse_manifest
+from runtime.models.manifest_schema import CONV_ALGORITHMS, PRECISIONS, parse_manifest
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -24,8 +24,8 @@ INPUT_NAME = "slices"
 OUTPUT_NAME = "probabilities"
 PEAK_CHANNELS = 9  # the network's input channels: three peaks x (x, y, z)
 
-__all__ = ["ArtifactError", "Artifact", "FileEntry", "Manifest", "ModelInfo", "PRECISIONS", "SelfCheck", "TensorSpec",
-           "WeightsInfo", "load_manifest", "host_cpu_flags"]
+__all__ = ["ArtifactError", "Artifact", "CONV_ALGORITHMS", "FileEntry", "Manifest", "ModelInfo", "PRECISIONS",
+           "SelfCheck", "TensorSpec", "WeightsInfo", "load_manifest", "host_cpu_flags"]
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,18 @@ class Artifact:
     drift: dict[str, Any] = field(default_factory=dict)  # {backend: {"max_abs": .., "mean_abs": ..}} at export
     details: dict[str, Any] = field(default_factory=dict)  # e.g. IREE target flags, ONNX opset
     precision: str = "fp32"  # what it computes in: fp32 (exact path) | bf16 | int8 | fp16 (runtime --precision)
+    # {3x3 layer: direct | winograd2 | winograd4} as written into the graph (python -m export --conv-algorithm);
+    # empty: every layer direct (also what bundles exported before the field existed mean)
+    conv_algorithms: dict[str, str] = field(default_factory=dict)
+
+    def conv_algorithm(self, layer: str) -> str:
+        return self.conv_algorithms.get(layer, "direct")
 
 
 @dataclass(frozen=True)
 class SelfCheck:
     """A check batch and the live model's fp32 outputs for it (every `stride`-th pixel of each slice), run once when
-    a backend opens (:mod:`runtime.self_check`)."""
+    a backend opens (:mod:`runtime.network.precision`)."""
 
     path: str  # an .npz (no pickle) with arrays "input" (B, 9, S, S) and "reference" (B, C, S/stride, S/stride)
     stride: int

@@ -16,6 +16,7 @@ from runtime.errors import ArtifactError
 SHA256 = re.compile(r"[0-9a-f]{64}")
 PLATFORMS = ("cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "int8", "fp16")
+CONV_ALGORITHMS = ("direct", "winograd2", "winograd4")  # how an artifact computes each 3x3 convolution (issue 20)
 SEED_SOURCE = re.compile(r"random \(seed (\d+), He-scaled\)")  # bundles written before "seed" was a field
 
 
@@ -69,6 +70,16 @@ class _Checker:
 def _json_type(value: Any) -> str:
     return {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
             list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _conv_algorithms(c: _Checker, entry: dict[str, Any], where: str) -> dict[str, str]:
+    """{3x3 layer name: algorithm}; absent (bundles exported before it existed) means every layer direct."""
+    found = c.get(entry, "conv_algorithms", dict, where, True, {})
+    for layer, algorithm in found.items():
+        if not layer or algorithm not in CONV_ALGORITHMS:
+            raise c.fail(f"{where}.conv_algorithms[{layer!r:.40}]",
+                         f"is {algorithm!r:.40}, allowed: {CONV_ALGORITHMS}")
+    return dict(found)
 
 
 def parse_manifest(raw: Any, path: Path, format_version: int, channels: int) -> dict[str, Any]:
@@ -146,6 +157,7 @@ def parse_manifest(raw: Any, path: Path, format_version: int, channels: int) -> 
                     "drift": c.section(entry, "drift", where, optional=True),
                     "details": c.section(entry, "details", where, optional=True),
                     "precision": c.get(entry, "precision", str, where, True, "fp32")}
+        artifact["conv_algorithms"] = _conv_algorithms(c, entry, where)
         if artifact["precision"] not in PRECISIONS:
             raise c.fail(f"{where}.precision", f"is {artifact['precision']!r:.40}, allowed: {PRECISIONS}")
         if "requires_cpu_flags" in artifact["details"]:

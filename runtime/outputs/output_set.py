@@ -28,9 +28,9 @@ from runtime.errors import OutputError
 
 LOCK_NAME = ".tractseg-aot.lock"
 STAGING_PREFIX = ".tractseg-aot-staging-"
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file-size limit (ulimit -f), as full
 # every output folder this process committed, in order: an interrupt that arrives after a commit (it is held back
-# during the renames, then delivered) must not be reported as "no outputs written" (runtime.run.guarded)
+# during the renames, then delivered) must not be reported as "no outputs written" (runtime.cli.guarded)
 COMMITTED: list[Path] = []
 
 
@@ -107,8 +107,9 @@ class StagedOutputs:
     """Outputs staged under ``outdir`` and committed together. ``entries`` are the top-level names the run
     writes (a folder such as ``bundle_segmentations`` or a file such as ``statistics.json``)."""
 
-    def __init__(self, outdir: Path, entries: list[str], force: bool):
+    def __init__(self, outdir: Path, entries: list[str], force: bool, retired: list[str] = ()):
         self.outdir, self.entries, self.force = outdir, list(dict.fromkeys(entries)), force
+        self.retired = [name for name in dict.fromkeys(retired) if name not in self.entries]
         self.staging = outdir / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
 
     def path(self, relative: str | Path) -> Path:
@@ -143,6 +144,9 @@ class StagedOutputs:
                     os.replace(target, trash / name)
                 os.replace(self.staging / name, target)
                 placed.append(target)
+            for name in self.retired:  # another layout's outputs (--single_output_file switched), under force
+                if os.path.lexists(self.outdir / name):
+                    os.replace(self.outdir / name, trash / name)
             COMMITTED.append(self.outdir)
             _fsync_dir(self.outdir)
         return placed
@@ -177,20 +181,24 @@ def check_foreign_files(existing: list[Path], files: set[Path]) -> None:
 
 
 @contextmanager
-def output_folder(outdir: Path, files: list[Path], force: bool, needed_bytes: int) -> Iterator[StagedOutputs]:
+def output_folder(outdir: Path, files: list[Path], force: bool, needed_bytes: int,
+                  retired: list[Path] = ()) -> Iterator[StagedOutputs]:
     """Lock ``outdir``, clean stale staging, refuse existing outputs unless ``force``, stage, and commit when the
     block succeeds. ``files`` are the final paths of every output (under ``outdir``); each top-level entry that
     holds them is renamed into place as one. Under ``force`` an existing entry is replaced whole, so it is refused
     when it holds files this run does not write (a user's own files are never deleted). Nothing is left under a
     final name on failure; a folder this call created is removed again. A full disk becomes an OutputError naming
-    the folder and ``needed_bytes`` (an upper bound of the outputs)."""
+    the folder and ``needed_bytes`` (an upper bound of the outputs). ``retired``: files of another layout of the
+    same outputs; under ``force`` their top-level entries are removed in the commit (refused like any entry when
+    they hold files this run does not know)."""
     entries = list(dict.fromkeys(p.relative_to(outdir).parts[0] for p in files))
+    old = list(dict.fromkeys(p.relative_to(outdir).parts[0] for p in retired)) if force else []
     created = [folder for folder in (outdir, *outdir.parents) if not folder.exists()]  # innermost first
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"{outdir}: cannot create the output folder ({error.strerror or error})") from None
-    staged = StagedOutputs(outdir, entries, force)
+    staged = StagedOutputs(outdir, entries, force, old)
     try:
         with folder_lock(outdir):
             remove_stale_staging(outdir)
@@ -198,7 +206,8 @@ def output_folder(outdir: Path, files: list[Path], force: bool, needed_bytes: in
             if existing and not force:
                 more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
                 raise OutputError(f"{existing[0]}{more} already exist(s); use --force to overwrite")
-            check_foreign_files(existing, set(files))
+            check_foreign_files(existing + [outdir / n for n in staged.retired if os.path.lexists(outdir / n)],
+                                set(files) | set(retired))
             try:
                 staged.staging.mkdir()
                 yield staged
@@ -207,8 +216,10 @@ def output_folder(outdir: Path, files: list[Path], force: bool, needed_bytes: in
                 if error.errno in NO_SPACE:
                     staged.cleanup()  # first, so that the free space reported is what the user has
                     free = shutil.disk_usage(outdir).free
-                    raise OutputError(f"{outdir}: no space left on the device while writing the outputs (they need "
-                                      f"up to {_size(needed_bytes)}, {_size(free)} free)") from None
+                    what = ("a file-size limit (ulimit -f) was reached" if error.errno == errno.EFBIG
+                            else "no space left on the device")
+                    raise OutputError(f"{outdir}: {what} while writing the outputs (they need up to "
+                                      f"{_size(needed_bytes)}, {_size(free)} free)") from None
                 raise
             finally:
                 staged.cleanup()

@@ -7,7 +7,6 @@ time (:meth:`Segmentation.probability`, :meth:`Segmentation.mask`) or stacked (:
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime.io.geometry import BBox, Transform
-from runtime.io.nifti_io import output_dtype, output_paths
-from runtime.outputs.output_set import StagedOutputs, output_folder
+from runtime.io.nifti_io import output_bytes, output_paths, strip_nifti
+from runtime.outputs.output_set import StagedOutputs
 from runtime.outputs.writers import OutputSpec, bundle_volume, write_outputs
 from runtime.network.predict import SliceStats
 
@@ -53,6 +52,7 @@ class Segmentation:
     placement: Placement = field(repr=False)
     slices: SliceStats | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    model: str = ""  # the model's name (runtime.models.bundles.Model.name), recorded in statistics' _meta
 
     @property
     def affine(self) -> np.ndarray:
@@ -94,12 +94,15 @@ class Segmentation:
         """(C, X, Y, Z) uint8 on the input grid, equal to upstream's masks."""
         return np.stack([self.mask(name, postprocess) for name in self.bundles])
 
-    def statistics(self, postprocess: bool = True) -> dict:
+    def statistics(self, postprocess: bool = True, subject: str | None = None) -> dict:
         """``runtime.run --statistics``'s document (:mod:`runtime.qc.statistics`): per bundle the voxel count, volume
-        in ml, centroid in world mm, bounding box and mean probability inside the mask, plus ``_meta``."""
+        in ml, centroid in world mm, bounding box and mean probability inside the mask, plus ``_meta`` (the same
+        as the command line's: ``subject`` defaults to the input's file name without .nii.gz)."""
         from runtime.qc.statistics import StatisticsAccumulator, masks_meta
 
-        stats = StatisticsAccumulator(self.affine, masks_meta(model=self.output_type, source=self.source))
+        meta = masks_meta(subject=subject or strip_nifti(Path(self.source).name), model=self.model or self.output_type,
+                          source=self.source)
+        stats = StatisticsAccumulator(self.affine, meta)
         for name in self.bundles:
             stats.add(name, self.mask(name, postprocess), self.probability(name))
         return stats.document()
@@ -109,19 +112,24 @@ class Segmentation:
         return output_paths(self.output_type, self.bundles, options.single_file, options.probabilities, outdir)
 
     def needed_bytes(self, options: SaveOptions) -> int:
-        """Upper bound of the outputs' size on disk (uncompressed data plus headers)."""
-        dtype = output_dtype(self.output_type, options.probabilities, options.postprocess)
-        return len(self.bundles) * (math.prod(self.shape) * dtype.itemsize + 352)
+        """Upper bound of the outputs' size on disk (:func:`runtime.io.nifti_io.output_bytes`)."""
+        return output_bytes(self.output_type, len(self.bundles), self.shape, options.probabilities,
+                            options.postprocess)
 
     def save(self, outdir: str | os.PathLike[str], single_file: bool = False, probabilities: bool = False,
-             postprocess: bool = True, force: bool = False) -> list[Path]:
-        """Write upstream's output layout under ``outdir``, all or nothing; returns the files."""
-        options = SaveOptions(single_file, probabilities, postprocess)
-        root = Path(outdir)
-        with output_folder(root, self.files(root, options), force,
-                           self.needed_bytes(options)) as staged:
-            written = self.write_into(staged, options)
-        return written
+             postprocess: bool = True, force: bool = False, statistics: bool = False) -> list[Path]:
+        """Write upstream's output layout under ``outdir`` (and statistics.json), all or nothing, with the
+        writer every run uses (:func:`runtime.subject.save_segmentation`); returns the files."""
+        from runtime.models.bundles import MODELS
+        from runtime.options import RunOptions
+        from runtime.subject import save_segmentation
+
+        model = next(m for m in MODELS if m.name == self.model) if self.model else None
+        options = RunOptions(output_type=self.output_type,
+                             tract_definition=model.tract_definition if model else "TractQuerier+",
+                             single_output_file=single_file, get_probabilities=probabilities, postprocess=postprocess,
+                             force=force, statistics=statistics, quiet=True)
+        return save_segmentation(self, outdir, options)
 
     def write_into(self, staged: StagedOutputs, options: SaveOptions,
                    on_bundle: BundleHook | None = None) -> list[Path]:

@@ -7,9 +7,6 @@ import os
 import platform
 import resource
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -19,25 +16,6 @@ from runtime.network.backends import Backend
 from runtime.models.manifest import Artifact, Manifest
 
 PACKAGES = ("tractseg-aot", "numpy", "scipy", "nibabel", "tqdm")
-
-
-class Timings:
-    """Wall time per stage, in seconds, in the order the stages ran."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.stages: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stages[name] = round(self.stages.get(name, 0.0) + time.perf_counter() - t0, 3)
-
-    def as_dict(self) -> dict[str, float]:
-        return {**self.stages, "total": round(time.perf_counter() - self.started, 3)}
 
 
 def package_versions() -> dict[str, str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -86,8 +87,8 @@ def volume_table(outroot: str | os.PathLike[str], rows: Sequence[Row]) -> tuple[
             entry = (document or {}).get(name)
             value = next((entry[k] for k in VOLUME_KEYS if isinstance(entry, dict) and entry.get(k) is not None),
                          None)
-            if isinstance(value, (int, float)):
-                volumes[i, j] = float(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                volumes[i, j] = float(value)  # a hand-edited Infinity/NaN counts as missing
     return bundles, volumes, documents
 
 
@@ -191,6 +192,8 @@ def report_html(outroot: str | os.PathLike[str], rows: Sequence[Row], page_dir: 
                '<th>MAD</th><th>min</th><th>max</th><th>distribution</th><th>outlier subjects</th></tr></thead><tbody>')
     for j, bundle in enumerate(bundles):
         have = np.isfinite(volumes[:, j])
+        if not have.any():  # no subject has a usable volume for it (hand-edited files): nothing to plot
+            continue
         values = volumes[have, j]
         subjects = [str(rows[i].get("subject")) for i in np.flatnonzero(have)]
         median = float(np.median(values))

@@ -1,39 +1,15 @@
-"""What a CLI run adds around the pipeline: progress bars, and the per-bundle collectors of ``--statistics``
-(:mod:`runtime.qc.statistics`) and ``--preview`` (:mod:`runtime.qc.preview`), fed with each bundle's volume as it is
-written, so neither recomputes a mask."""
+"""The per-bundle collectors of ``--statistics`` (:mod:`runtime.qc.statistics`) and ``--preview``
+(:mod:`runtime.qc.preview`), fed with each bundle's volume as it is written, so neither recomputes a mask."""
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from runtime.options import PREVIEW_FILE, STATISTICS_FILE
 from runtime.outputs.output_set import StagedOutputs
 from runtime.outputs.segmentation import Segmentation
-
-STATISTICS_FILE = "statistics.json"
-PREVIEW_FILE = "preview.png"
-
-
-class Progress:
-    """tqdm bars on stderr, or nothing with --quiet."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-
-    @contextmanager
-    def bar(self, total: int, unit: str) -> Iterator[Callable[[int], None]]:
-        if self.quiet:
-            yield lambda n: None
-            return
-        from tqdm import tqdm
-
-        with tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True) as bar:
-            yield bar.update
 
 
 class BundleHooks:
@@ -93,9 +69,9 @@ def first_peak_length(data: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("...i,...i->...", data[..., :3], data[..., :3], dtype=np.float32))
 
 
-def preview_dependency_check(args: argparse.Namespace) -> None:
+def preview_dependency_check(preview: bool) -> None:
     """Fail before the network when --preview cannot be made (Pillow missing)."""
-    if args.preview:
+    if preview:
         from runtime.qc.preview import _pillow
 
         _pillow()

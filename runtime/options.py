@@ -1,0 +1,98 @@
+"""What a subject run means, typed: :class:`RunOptions`, built from the command line once (``runtime.cli``) or
+directly by API callers, and passed as it is to :func:`runtime.subject.run_subject`, the study runner's workers
+and the benchmarks. Nothing below the command lines sees an argparse Namespace."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.io.nifti_io import output_paths
+from runtime.models.bundles import Model, model_for
+from runtime.outputs.segmentation import SaveOptions
+
+if TYPE_CHECKING:
+    from runtime.pipeline import TractSegPipeline
+
+STATISTICS_FILE = "statistics.json"
+PREVIEW_FILE = "preview.png"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Upstream TractSeg's flags and the runtime's own, as one value (the CLI flag of each field in brackets).
+
+    Which bundle and backend: ``artifacts`` [--artifacts], ``output_type``, ``tract_definition``, ``backend``,
+    ``device``, ``precision``, ``self_check`` [--no-self-check], ``threads`` [--nr_cpus; None: the backend's
+    default]. What is written: ``single_output_file``, ``get_probabilities``, ``postprocess``
+    [--no_postprocess], ``statistics``, ``preview``; ``force`` replaces existing outputs; ``quiet``: no progress
+    bars."""
+
+    artifacts: str | None = None
+    output_type: str = "tract_segmentation"
+    tract_definition: str = "TractQuerier+"
+    single_output_file: bool = False
+    get_probabilities: bool = False
+    postprocess: bool = True
+    backend: str = "auto"
+    device: str = "auto"
+    precision: str = "fp32"
+    self_check: bool = True
+    threads: int | None = None
+    statistics: bool = False
+    preview: bool = False
+    force: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        model_for(self.output_type, self.tract_definition)  # ValueError naming what is supported
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be None or >= 1, not {self.threads}")
+
+    @property
+    def model(self) -> Model:
+        return model_for(self.output_type, self.tract_definition)
+
+    @property
+    def save(self) -> SaveOptions:
+        return SaveOptions(single_file=self.single_output_file, probabilities=self.get_probabilities,
+                           postprocess=self.postprocess)
+
+    def replace(self, **changes: Any) -> RunOptions:
+        return dataclasses.replace(self, **changes)
+
+    def output_record(self) -> dict[str, Any]:
+        """The options that shape a subject's outputs: written into the run report's ``request``, and compared
+        by the study runner's done-records (a rerun with other values redoes the subject)."""
+        return {"output_type": self.output_type, "tract_definition": self.tract_definition,
+                "single_output_file": self.single_output_file, "get_probabilities": self.get_probabilities,
+                "postprocess": self.postprocess, "statistics": self.statistics, "preview": self.preview,
+                "precision": self.precision}
+
+    def pipeline_key(self) -> tuple:
+        """What selects an opened pipeline (a process keeps one per key)."""
+        return (self.artifacts, self.output_type, self.tract_definition, self.backend, self.device, self.threads,
+                self.precision, self.self_check)
+
+    def open_pipeline(self, warn_demo: bool = True) -> TractSegPipeline:
+        from runtime.pipeline import TractSegPipeline
+
+        return TractSegPipeline.open(self.artifacts, self.output_type, self.tract_definition, self.backend,
+                                     self.device, self.threads, self.precision, self.self_check, warn_demo)
+
+    def output_files(self, outdir: str | os.PathLike[str]) -> list[Path]:
+        """Every file a run writes under ``outdir``: upstream's layout, then statistics.json / preview.png."""
+        root = Path(outdir)
+        model = self.model
+        files = output_paths(model.task, model.bundles, self.single_output_file, self.get_probabilities, root)
+        return files + [root / name for name, on in ((STATISTICS_FILE, self.statistics),
+                                                     (PREVIEW_FILE, self.preview)) if on]
+
+    def other_layout_files(self, outdir: str | os.PathLike[str]) -> list[Path]:
+        """The outputs of the *other* ``single_output_file`` choice: a run that switches layout removes them, so a
+        folder never holds both (upstream leaves the old ones)."""
+        model = self.model
+        return output_paths(model.task, model.bundles, not self.single_output_file, self.get_probabilities,
+                            Path(outdir))
