@@ -13,6 +13,8 @@ copy.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 DOT_THRESHOLD = 0.99  # sh2peaks.cpp
@@ -34,7 +36,9 @@ class SHEvaluator:
         from dipy.reconst.shm import real_sh_descoteaux_from_index
 
         _, theta, phi = cart2sphere(directions[:, 0], directions[:, 1], directions[:, 2])
-        return real_sh_descoteaux_from_index(self.m, self.l, theta[:, None], phi[:, None])
+        with warnings.catch_warnings():  # the legacy basis is the one dipy's CSD model fits in
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            return real_sh_descoteaux_from_index(self.m, self.l, theta[:, None], phi[:, None])
 
     def amplitude(self, coeffs: np.ndarray, directions: np.ndarray) -> np.ndarray:
         """One amplitude per row: coeffs (K, C), directions (K, 3)."""
