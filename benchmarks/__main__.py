@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="latency and drift of every artifact "
                                 "(quick, full); the cost of a study (cohort-throughput, cohort-scale)")
     sub = p.add_subparsers(dest="mode", required=True,
-                           metavar="{quick,full,cohort-throughput,cohort-scale,precision}")
+                           metavar="{quick,full,cohort-throughput,cohort-scale,precision,diffusion}")
     for mode, text in (("quick", "CI: a few batches per backend, drift gate"),
                        ("full", "+ repeats, full-subject runs, Dice")):
         _latency_options(sub.add_parser(mode, help=text, description=text))
@@ -83,11 +83,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     tracking_options(sub.add_parser("tracking", help="runtime.tracking / tractometry vs upstream Tracking / "
                                      "Tractometry", description="tracking time per bundle, peak memory and "
                                      "tractometry time vs upstream's on full-size curved-bundle phantoms"))
+    from benchmarks.diffusion import add_options as diffusion_options
+
+    diffusion_options(sub.add_parser("diffusion", help="peaks from raw DWI: mrtrix vs dipy engine accuracy and time",
+                                     description="runtime.diffusion's engines on a simulated multi-fibre phantom: "
+                                                 "angular error vs the truth and each other, wall time"))
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.mode == "diffusion":
+        from benchmarks.diffusion import main as diffusion
+
+        return diffusion(args)
     if args.mode == "tracking":
         from benchmarks.tracking import main as tracking
 
