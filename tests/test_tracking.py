@@ -132,12 +132,14 @@ def test_early_stop_rule(phantom, tmp_path):
     assert result.early_stop and result.streamlines == [] and result.seeds_used == 10000  # 5000 <= 6000 < 10000
 
 
-def test_seeded_runs_reproduce_and_record_the_seed(phantom, tmp_path):
+def test_seeded_runs_reproduce_and_record_the_seed(phantom):
+    """Same seed: identical bytes, also when bundles run in worker processes; another seed: other streamlines."""
     out = phantom / "tractseg_output"
     runs = {}
-    for name, seed in (("s7a", 7), ("s7b", 7), ("s8", 8)):
-        assert main(["-i", str(phantom / "peaks.nii.gz"), "-o", str(out), "--bundles", BUNDLE, "--nr_fibers", "50",
-                     "--tracking_format", "tck", "--tracking_dir", name, "--seed", str(seed), "--quiet"]) == 0
+    for name, seed, cpus in (("s7a", 7, 1), ("s7b", 7, 2), ("s8", 8, 1)):  # 2: bundles in worker processes
+        assert main(["-i", str(phantom / "peaks.nii.gz"), "-o", str(out), "--bundles", f"{BUNDLE},AF_left",
+                     "--nr_fibers", "50", "--tracking_format", "tck", "--tracking_dir", name, "--seed", str(seed),
+                     "--nr_cpus", str(cpus), "--quiet"]) == 0
         runs[name] = (out / name / f"{BUNDLE}.tck").read_bytes()
         assert json.loads((out / name / f"{BUNDLE}.tck.json").read_text())["seed"] == seed
     assert runs["s7a"] == runs["s7b"]

@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bundles", metavar="A,B,C", dest="bundles_string", default="all",
                         help="Comma separated list of bundles to track (default: all 72)")
     parser.add_argument("--nr_cpus", metavar="n", type=int, default=-1,
-                        help="Accepted for compatibility; the vectorised tracker runs in one process")
+                        help="Bundles tracked at once in worker processes; -1 means all available CPUs (default)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"Random seed (default: {DEFAULT_SEED}); recorded in each <bundle>.<ext>.json")
     parser.add_argument("--verbose", action="store_true", default=False)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             raise OutputError(f"{output_dir}: not writable")
         options = TrackingOptions(args.nr_fibers, args.tracking_dilation, args.tracking_format, args.seed)
         track_output_folder(output_dir, parse_bundles(args.bundles_string), options, folder,
-                            progress=None if args.quiet else tqdm)
+                            progress=None if args.quiet else tqdm, nr_cpus=args.nr_cpus)
 
     return guarded(action, args.quiet, final=argv is None)
 

@@ -7,9 +7,11 @@ Mirrors (TractSeg 2.10): ``bin/Tracking`` (bundle list, output folder ``TOM_trac
 from __future__ import annotations
 
 import logging
+import os
 import time
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +74,13 @@ def _empty_masks(files: BundleFiles, images: dict[str, nib.Nifti1Image]) -> list
 
 
 def track_output_folder(output_dir: Path, bundles: Sequence[str], options: TrackingOptions,
-                        tracking_folder: str = TRACKING_FOLDER, progress=None) -> list[Path]:
+                        tracking_folder: str = TRACKING_FOLDER, progress=None, nr_cpus: int = 1) -> list[Path]:
     """Track ``bundles`` of a TractSeg output folder into ``output_dir/<tracking_folder>/<bundle>.<ext>``.
 
     Every bundle's four files are opened and checked first (so a missing or mismatched file fails with nothing
-    written); then each bundle is tracked and written atomically with a ``.json`` sidecar holding the seed."""
+    written); then each bundle is tracked and written atomically with a ``.json`` sidecar holding the seed.
+    ``nr_cpus`` (-1: all usable CPUs, as upstream) bundles are tracked at once in worker processes; each bundle
+    has its own generator, so the files do not depend on ``nr_cpus``."""
     if options.tracking_format not in FORMATS:
         raise InputError(f"--tracking_format: {options.tracking_format!r} is not one of {', '.join(FORMATS)}")
     if options.nr_fibers < 1:
@@ -84,26 +88,49 @@ def track_output_folder(output_dir: Path, bundles: Sequence[str], options: Track
     if options.dilation < 0:
         raise InputError(f"--tracking_dilation: must be >= 0, got {options.dilation}")
     checked = [(bundle, BundleFiles.under(output_dir, bundle)) for bundle in bundles]
-    opened = [(bundle, files, open_bundle(files)) for bundle, files in checked]
+    for _, files in checked:
+        open_bundle(files)  # raises before anything is written
     out_dir = output_dir / tracking_folder
-    written = []
-    for bundle, files, images in (progress(opened) if progress else opened):
-        target = out_dir / f"{bundle}.{extension(options.tracking_format)}"
-        started = time.perf_counter()
-        empty = _empty_masks(files, images)
-        affine, shape = images["bundle"].affine, images["bundle"].shape[:3]
-        if empty:
-            log.warning(f"{bundle}: {', '.join(empty)} empty; writing an empty tractogram ({target})")
-            streamlines, record = nib.streamlines.ArraySequence(), {"seeds_used": 0, "early_stop": False,
-                                                                    "streamlines": 0, "empty_masks": empty}
-        else:
-            inputs = read_bundle_inputs(files, images)
-            streamlines, record = track_bundle(inputs, options.nr_fibers, options.dilation,
-                                               bundle_rng(options.seed, bundle))
-        save_tractogram(target, streamlines, affine, shape, options.tracking_format)
-        record.update(bundle=bundle, seed=options.seed, seed_derivation="SeedSequence([seed, crc32(bundle)])",
-                      nr_fibers=options.nr_fibers, tracking_dilation=options.dilation,
-                      tracking_format=options.tracking_format, seconds=round(time.perf_counter() - started, 3))
-        write_sidecar(target.with_name(target.name + ".json"), record)
-        written.append(target)
-    return written
+    workers = min(len(checked), available_cpus() if nr_cpus == -1 else max(1, nr_cpus))
+    if workers <= 1:
+        return [_track_and_write(bundle, files, options, out_dir)
+                for bundle, files in (progress(checked) if progress else checked)]
+    with ProcessPoolExecutor(workers) as pool:
+        futures = [pool.submit(_track_and_write, bundle, files, options, out_dir) for bundle, files in checked]
+        try:
+            for future in (progress(as_completed(futures), total=len(futures)) if progress
+                           else as_completed(futures)):
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [future.result() for future in futures]
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _track_and_write(bundle: str, files: BundleFiles, options: TrackingOptions, out_dir: Path) -> Path:
+    """One bundle: track (or the empty tractogram), write the tractogram and its sidecar (each atomically)."""
+    images = open_bundle(files)
+    target = out_dir / f"{bundle}.{extension(options.tracking_format)}"
+    started = time.perf_counter()
+    empty = _empty_masks(files, images)
+    affine, shape = images["bundle"].affine, images["bundle"].shape[:3]
+    if empty:
+        log.warning(f"{bundle}: {', '.join(empty)} empty; writing an empty tractogram ({target})")
+        streamlines, record = nib.streamlines.ArraySequence(), {"seeds_used": 0, "early_stop": False,
+                                                                "streamlines": 0, "empty_masks": empty}
+    else:
+        streamlines, record = track_bundle(read_bundle_inputs(files, images), options.nr_fibers, options.dilation,
+                                           bundle_rng(options.seed, bundle))
+    save_tractogram(target, streamlines, affine, shape, options.tracking_format)
+    record.update(bundle=bundle, seed=options.seed, seed_derivation="SeedSequence([seed, crc32(bundle)])",
+                  nr_fibers=options.nr_fibers, tracking_dilation=options.dilation,
+                  tracking_format=options.tracking_format, seconds=round(time.perf_counter() - started, 3))
+    write_sidecar(target.with_name(target.name + ".json"), record)
+    return target
