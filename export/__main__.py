@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from export.bundle import FORMATS, PLATFORMS, ExportRequest
+from export.conv_plan import CHOICES
 from export.precisions import MIN_DICE
 from runtime.models.bundles import TASKS, TRACT_DEFINITIONS, model_for
 from runtime.models.manifest import PRECISIONS, WeightsInfo
@@ -38,6 +39,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "measured against fp32 on these weights and shipped only above --min-dice")
     p.add_argument("--min-dice", type=float, default=MIN_DICE,
                    help="minimum Dice per bundle vs the fp32 masks on a full subject for a precision to ship")
+    p.add_argument("--conv-algorithm", choices=CHOICES, default="direct",
+                   help="how the 3x3 convolutions are written into the graph: direct, Winograd F(2x2,3x3) or "
+                        "F(4x4,3x3) for every layer, or auto: per layer the fastest on this host's ONNX backends "
+                        "(measured now), keeping the first plan within the drift gate (export/conv_plan.py)")
     args = p.parse_args(argv)
     if args.out is None:
         from runtime.checks.preflight import resolve_bundle_dir
@@ -97,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(sha256 {save_weights(state, args.save_weights)})")
         request = ExportRequest(model=model, out=args.out, formats=args.formats, platforms=args.platforms,
                                 batch_size=args.batch_size, slice_size=args.slice_size, force=args.force,
-                                precisions=args.precisions, min_dice=args.min_dice)
+                                precisions=args.precisions, min_dice=args.min_dice,
+                                conv_algorithm=args.conv_algorithm)
         build_bundle(network, request, weights_info)
     except (WeightsError, DownloadError, DriftError, PrecisionError, TractSegError, ValueError, FileExistsError,
             OSError) as e:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from export.conv_plan import choose, summary
 from export.iree_compile import IREE_TARGETS, compile_vmfb, vmfb_file
 from export.manifest_writer import write_manifest
 from export.model import TractSeg, slice_probabilities
@@ -25,6 +26,7 @@ from export.sample_inputs import check_batches
 from export.savedmodel import SAVEDMODEL_DIR, save_savedmodel
 from export.stablehlo import JAX_EXPORT_FILE, export_jax, module_name
 from export.verify import TOLERANCE, gpu_backends, verify_artifact
+from export.winograd import with_algorithms
 from runtime.models.bundles import Model
 from runtime.models.manifest import Artifact, SelfCheck, WeightsInfo, host_cpu_flags, load_manifest
 
@@ -46,6 +48,7 @@ class ExportRequest:
     tolerance: float = TOLERANCE  # max abs probability difference of every artifact vs the live model's CPU run
     precisions: tuple[str, ...] = ("fp32",)  # more: bf16, int8, fp16 (export/precisions.py), each Dice-gated
     min_dice: float = MIN_DICE
+    conv_algorithm: str = "direct"  # direct | winograd2 | winograd4 | auto (export/conv_plan.py)
 
 
 def traced_function(network: TractSeg) -> Callable[[jax.Array], jax.Array]:
@@ -80,8 +83,7 @@ def build_bundle(network: TractSeg, request: ExportRequest, weights: WeightsInfo
 def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work: Path,
            log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
-    fn = traced_function(network)
-    jitted = jax.jit(fn)
+    jitted = jax.jit(traced_function(network))  # the references: always the direct convolution
     spec = jax.ShapeDtypeStruct((request.batch_size, 9, request.slice_size, request.slice_size), jnp.float32)
     timings: dict[str, float] = {}
 
@@ -97,6 +99,10 @@ def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work
     references: list[np.ndarray] = []
     with jax.default_device(jax.devices("cpu")[0]):  # the reference is the CPU's fp32, also on a GPU host
         step("live model", lambda: references.extend(np.asarray(jitted(b)) for b in batches) or [])
+    plan, conv_record = choose_plan(network, request, batches, references, log, timings)
+    network = with_algorithms(network, plan)
+    fn = traced_function(network)
+    jitted = jax.jit(fn)
     artifacts: list[Artifact] = []
     if "stablehlo" in request.formats or "iree" in request.formats:
         artifacts += step("stablehlo", lambda: stablehlo_artifacts(jitted, spec, work, request.platforms))
@@ -106,6 +112,8 @@ def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work
         artifacts += step("savedmodel", lambda: savedmodel_artifacts(network, spec, work, request.platforms))
     if "onnx" in request.formats:
         artifacts += step("onnx", lambda: onnx_artifacts(fn, spec, work, request.platforms))
+    artifacts = [replace(a, conv_algorithms=plan, details={**a.details, "conv_algorithm": conv_record})
+                 for a in artifacts]
 
     verified = []
     for artifact in artifacts:
@@ -132,8 +140,8 @@ def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work
         manifest = load_manifest(work)
         check = check_inputs(batches, references, request.batch_size, request.slice_size)
         for precision in extra:
-            verified += step(f"precision {precision}", lambda p=precision: [build_precision(
-                p, work, manifest, manifest.artifact("onnx"), check, request.min_dice, log)])
+            verified += step(f"precision {precision}", lambda p=precision: [replace(build_precision(
+                p, work, manifest, manifest.artifact("onnx"), check, request.min_dice, log), conv_algorithms=plan)])
         write_manifest(work, request.model, request.batch_size, request.slice_size, weights, verified, self_check)
     if request.out.exists():
         shutil.rmtree(request.out)
@@ -145,6 +153,18 @@ def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work
     log(f"[export] bundle {request.out} written in {total:.1f} s")
     return {"out": str(request.out), "seconds": total, "step_seconds": timings, "sizes": sizes,
             "drift": {a.id: a.drift for a in verified}}
+
+
+def choose_plan(network: TractSeg, request: ExportRequest, batches: list[np.ndarray], references: list[np.ndarray],
+                log: Callable[[str], None], timings: dict[str, float]) -> tuple[dict[str, str], dict[str, Any]]:
+    """The per-layer convolution algorithms to trace (--conv-algorithm) and their record for the manifest."""
+    t0 = time.perf_counter()
+    log(f"[export] conv algorithm {request.conv_algorithm} ...")
+    plan, record = choose(network, request.conv_algorithm, request.batch_size, request.slice_size, batches,
+                          references, request.tolerance, log)
+    timings["conv algorithm"] = round(time.perf_counter() - t0, 2)
+    log(f"[export] conv algorithm: {summary(plan)} ({timings['conv algorithm']:.1f} s)")
+    return plan, record
 
 
 def write_self_check(work: Path, batch: np.ndarray, reference: np.ndarray) -> SelfCheck:
