@@ -5,8 +5,6 @@ Plus reproducibility, the three formats, the empty-bundle case and bad input (on
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +15,7 @@ from scipy.ndimage import binary_dilation
 pytest.importorskip("dipy", reason="the [tracking] extra (dipy) is not installed")
 
 from benchmarks.tracking import FULL_SIZE, Phantom, ours_tracking, upstream_tracking, write_phantom  # noqa: E402
+from tests.no_jax import run_module, run_python  # noqa: E402
 from runtime.tracking import BundleFiles, bundle_rng, read_bundle_inputs  # noqa: E402
 from runtime.tracking.__main__ import main  # noqa: E402
 from runtime.tracking.prepare import tracking_volumes  # noqa: E402
@@ -211,14 +210,26 @@ def test_bad_input_one_line_exit_1_nothing_written(tmp_path, capfd, damage):
 
 
 def test_command_line_as_the_issue_runs_it(phantom):
-    """``python -m runtime.tracking ... --bundles CST_right --nr_fibers 2000 --tracking_format trk``."""
+    """``python -m runtime.tracking ... --bundles CST_right --nr_fibers 2000 --tracking_format trk``, with jax,
+    torch, export/ and tractseg blocked from import."""
     out = phantom / "tractseg_output"
-    done = subprocess.run([sys.executable, "-m", "runtime.tracking", "-i", str(phantom / "peaks.nii.gz"), "-o",
-                           str(out), "--bundles", BUNDLE, "--nr_fibers", "2000", "--tracking_format", "trk"],
-                          capture_output=True, text=True, timeout=120)
+    done = run_module("runtime.tracking", "-i", str(phantom / "peaks.nii.gz"), "-o", str(out), "--bundles", BUNDLE,
+                      "--nr_fibers", "2000", "--tracking_format", "trk", timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(_streamlines(out / "TOM_trackings" / f"{BUNDLE}.trk")) == 2000
     assert not [p for p in (out / "TOM_trackings").iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_missing_dipy_is_one_line_naming_the_extra(phantom, tmp_path):
+    block_dipy = ("import sys\nclass _NoDipy:\n    def find_spec(self, name, path=None, target=None):\n"
+                  "        if name.split('.')[0] == 'dipy':\n            raise ImportError('no dipy')\n"
+                  "sys.meta_path.insert(0, _NoDipy())\n")
+    done = run_python(block_dipy + "from runtime.tracking.__main__ import main\nsys.exit(main(sys.argv[1:]))",
+                      "-i", str(phantom / "peaks.nii.gz"), "-o", str(tmp_path), timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "tractseg-aot: error: dipy is not installed; tracking and tractometry need it: "
+        "pip install 'tractseg-aot[tracking]'"]
 
 
 @pytest.mark.fullsize

@@ -3,7 +3,6 @@ and scalar map (real NIfTI / .trk / .tck files): the CSV's header identical and 
 (one line, exit 1, no CSV)."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -12,7 +11,9 @@ import pytest
 
 pytest.importorskip("dipy", reason="the [tracking] extra (dipy) is not installed")
 
+from tests.test_tracking import _stored_points  # noqa: E402
 from benchmarks.tracking import run_measured, tractometry_command, write_phantom  # noqa: E402
+from tests.no_jax import run_module  # noqa: E402
 from runtime.tracking import TrackingOptions, track_output_folder  # noqa: E402
 from runtime.tracking.writers import save_tractogram  # noqa: E402
 from runtime.tractometry import TRACTOMETRY_BUNDLES, profile, tractometry  # noqa: E402
@@ -74,6 +75,23 @@ def test_api_profile_and_table(subject):
     assert np.corrcoef(cst, af[::-1])[0, 1] > 0.9 and np.corrcoef(cst, af)[0, 1] < 0
 
 
+def test_trk_legacy_as_upstream_would_profile_it(subject, tmp_path):
+    """trk_legacy: upstream read it with nibabel<5's ``trackvis.read`` (the stored voxmm numbers, which for its
+    legacy header are RAS mm) and passed them to ``evaluate_along_streamlines``; ours must give the same profile."""
+    tractometry_lib = pytest.importorskip("tractseg.libs.tractometry", reason="upstream tractseg is not installed")
+    out = subject / "tractseg_output"
+    track_output_folder(out, ["CST_right"], TrackingOptions(nr_fibers=100, tracking_format="trk_legacy", seed=5),
+                        "legacy")
+    table = tractometry(out / "legacy", out / "endings_segmentations", subject / "FA.nii.gz", 100, "trk_legacy",
+                        bundles=["CST_right"])
+    stored = _stored_points(out / "legacy" / "CST_right.trk")
+    fa = nib.load(str(subject / "FA.nii.gz"))
+    beginnings = nib.load(str(out / "endings_segmentations" / "CST_right_b.nii.gz")).get_fdata()
+    mean, _ = tractometry_lib.evaluate_along_streamlines(np.nan_to_num(fa.get_fdata()), stored, beginnings, 100,
+                                                         dilate=2, affine=fa.affine)
+    np.testing.assert_allclose(table.mean[0], np.asarray(mean)[1:-1], rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("damage", ["scalar shape", "missing endings", "scalar missing", "bad tractogram"])
 def test_bad_input_one_line_exit_1_no_csv(subject, tmp_path, capfd, damage):
     out = subject / "tractseg_output"
@@ -106,7 +124,7 @@ def test_bad_input_one_line_exit_1_no_csv(subject, tmp_path, capfd, damage):
 def test_command_line_as_the_issue_runs_it(subject, tmp_path):
     out = subject / "tractseg_output"
     csv = tmp_path / "OUT.csv"
-    done = subprocess.run(tractometry_command(False, out / "trk", csv, out / "endings_segmentations",
-                                              subject / "FA.nii.gz"), capture_output=True, text=True, timeout=60)
+    command = tractometry_command(False, out / "trk", csv, out / "endings_segmentations", subject / "FA.nii.gz")
+    done = run_module("runtime.tractometry", *command[4:], timeout=60)  # jax, torch, export/, tractseg blocked
     assert done.returncode == 0, done.stderr
     assert csv.read_text().splitlines()[0] == ";".join(TRACTOMETRY_BUNDLES)
