@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="latency and drift of every artifact "
                                 "(quick, full); the cost of a study (cohort-throughput, cohort-scale)")
     sub = p.add_subparsers(dest="mode", required=True,
-                           metavar="{quick,full,cohort-throughput,cohort-scale,precision,diffusion}")
+                           metavar="{quick,full,cohort-throughput,cohort-scale,cohort-rerun,precision,diffusion,winograd}")
     for mode, text in (("quick", "CI: a few batches per backend, drift gate"),
                        ("full", "+ repeats, full-subject runs, Dice")):
         _latency_options(sub.add_parser(mode, help=text, description=text))
@@ -73,6 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     s.add_argument("--subset", type=int, default=100, help="M: subjects of the in-process run and of the second "
                                                            "point of the linear fit (at most N/4)")
     s.add_argument("--keep", action="store_true", help="keep the subject trees and outputs (N x 72 files)")
+    r = sub.add_parser("cohort-rerun", help="runtime.cohort's rerun decision and driver memory, measured at scale",
+                       description="one real subject replicated into N done subjects (S=16 bundle); the rerun "
+                                   "must run nothing: its wall time and driver peak RSS")
+    _cohort_options(r, 100_000, "12,14,11")
+    r.add_argument("--keep", action="store_true", help="keep the subject trees")
     from benchmarks.precision import add_options
 
     add_options(sub.add_parser("precision", help="every precision of a bundle vs fp32: speed, drift, Dice",
@@ -88,6 +93,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     diffusion_options(sub.add_parser("diffusion", help="peaks from raw DWI: mrtrix vs dipy engine accuracy and time",
                                      description="runtime.diffusion's engines on a simulated multi-fibre phantom: "
                                                  "angular error vs the truth and each other, wall time"))
+    from benchmarks.winograd import add_options as winograd_options
+
+    winograd_options(sub.add_parser("winograd", help="direct vs Winograd 3x3 convolutions, network and per layer",
+                                    description="direct vs winograd2 vs winograd4 (--conv-algorithm) on ONNX Runtime "
+                                                "and OpenVINO: ms/slice, effective GFLOP/s, per layer and network"))
     return p.parse_args(argv)
 
 
@@ -109,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.precision import main as precision
 
         return precision(args)
+    if args.mode == "cohort-rerun":
+        from benchmarks.cohort_rerun import main as rerun
+
+        return rerun(args)
+    if args.mode == "winograd":
+        from benchmarks.winograd import main as winograd
+
+        return winograd(args)
     if args.mode == "cohort-scale":
         from benchmarks.cohort_scale import main as scale
 

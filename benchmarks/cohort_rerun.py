@@ -6,6 +6,7 @@ as the runner wrote it). The rerun must find all N done and run nothing; wall ti
 recorded. Results: benchmarks/out/<timestamp>-cohort-rerun/results.{json,md}."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -22,19 +23,33 @@ DONE_NAME = ".tractseg-aot-done.json"  # runtime.cohort.records.DONE_NAME (bench
 OUTPUT = "bundle_segmentations.nii.gz"
 
 
+def _link(source: Path, target: Path) -> Path:
+    """Hard-link ``source`` to ``target``; past the file system's link limit (65,000 on ext4) ``target`` becomes
+    a copy with the same mtime (what a done-record compares) and the source of the next links."""
+    try:
+        os.link(source, target)
+        return source
+    except OSError as error:
+        if error.errno != errno.EMLINK:
+            raise
+        shutil.copy2(source, target)
+        return target
+
+
 def replicate(inputs: Path, out: Path, n: int, first: str) -> float:
     """N subjects sub-XXXXXX that look exactly like ``first`` after a finished run; returns seconds taken."""
     t0 = time.perf_counter()
     source = inputs / first / "peaks.nii.gz"
     record = json.loads((out / first / DONE_NAME).read_text())
+    output = out / first / OUTPUT
     for i in range(n):
         sid = f"sub-{i:06d}"
         if sid == first:
             continue
         (inputs / sid).mkdir(parents=True, exist_ok=True)
-        os.link(source, inputs / sid / "peaks.nii.gz")
         (out / sid).mkdir(parents=True, exist_ok=True)
-        os.link(out / first / OUTPUT, out / sid / OUTPUT)
+        source = _link(source, inputs / sid / "peaks.nii.gz")
+        output = _link(output, out / sid / OUTPUT)
         path = str(inputs / sid / "peaks.nii.gz")
         (out / sid / DONE_NAME).write_text(json.dumps({**record, "subject": sid, "input": {**record["input"],
                                                                                            "path": path},

@@ -5,9 +5,10 @@ import os
 import platform
 import re
 import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from runtime.qc.report import package_versions
 
 REPO = Path(__file__).resolve().parent.parent
 FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512cd", "avx512dq",
@@ -48,13 +49,7 @@ def load_average() -> list[float]:
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
+    return package_versions(PACKAGES, missing=None)
 
 
 def git_state() -> dict[str, Any]:

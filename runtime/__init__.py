@@ -1,5 +1,6 @@
 """tractseg-aot runtime: TractSeg inference with no JAX and no PyTorch (see runtime.pipeline)."""
-from runtime.pipeline import TractSegPipeline
+from runtime.options import RunOptions
 from runtime.outputs.segmentation import Segmentation
+from runtime.pipeline import TractSegPipeline
 
-__all__ = ["TractSegPipeline", "Segmentation"]
+__all__ = ["RunOptions", "TractSegPipeline", "Segmentation"]

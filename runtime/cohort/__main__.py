@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from runtime.checks.input_checks import available_memory_bytes
 from runtime.checks.preflight import available_cores, check_writable_dir, open_manifest, resolve_bundle_dir
 from runtime.cli import add_run_options, guarded, path_arg, run_options
 from runtime.cohort.engine import default_threads, default_workers, run_subjects
-from runtime.cohort.records import RESERVED_NAMES, CohortTable, is_done, reserved_name, table_name
+from runtime.cohort.records import RESERVED_NAMES, CohortTable, DoneCheck, reserved_name, table_name
 from runtime.cohort.subjects import DEFAULT_PATTERN, CohortInputError, check_parts, discover, split_parts
 from runtime.errors import InputError, OutputError
 from runtime.options import RunOptions
@@ -99,15 +100,17 @@ def study(args: argparse.Namespace, options: RunOptions) -> int:
 
 def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot: Path, bundle_id: str,
          tqdm) -> int:
-    record = options.output_record()
+    done = DoneCheck(bundle_id, options.output_record())
     table = CohortTable(outroot / table_name(args.num_parts, args.part_id))
-    todo = []
+    todo, root = [], str(outroot)
     for subject in subjects:
-        row = None if options.force else is_done(outroot / subject.id, subject.peaks, bundle_id, record)
+        row = None if options.force else done(os.path.join(root, subject.id), subject.peaks)
         if row is None:
             todo.append(subject)
         else:
-            table.update(row)
+            table.update(row, write=False)
+    if len(table):
+        table.flush()
     memory = available_memory_bytes()
     workers = args.workers if args.workers is not None else default_workers(
         available_cores(), memory / 2**30 if memory else None, args.threads_per_worker)
@@ -128,7 +131,7 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
                     tqdm.write(f"tractseg-aot: {row.subject} failed: {row.error}", file=sys.stderr)
                 bar.update(1)
         finally:
-            if table.rows():
+            if len(table):
                 table.flush()
     if options.statistics:
         from runtime.qc.study_report import write_study_report

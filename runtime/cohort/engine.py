@@ -36,8 +36,11 @@ ALLOWED_FAILURES = 2  # a subject whose worker died this many times more is repo
 # sleeping task burned 4.0 CPU-s in 30 s (driver 1.8, worker 2.2) by default, 0.5 with these: CPU that the
 # backend's threads, which synchronise at every layer, otherwise lose. Workers of a LocalCluster inherit it;
 # a --scheduler cluster's workers keep their own configuration (README: running on a cluster).
+# The scheduler (in the driver's process for an embedded cluster) also keeps logs of every transition and event,
+# bounded at 1,000-10,000 entries each: kept at 200, so a long study's driver does not grow towards those bounds.
 QUIET_DASK = {"distributed.admin.tick.interval": "1s", "distributed.admin.tick.limit": "1h",
-              "distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "5s"}
+              "distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "5s",
+              "distributed.admin.log-length": 200, "distributed.admin.low-level-log-length": 200}
 
 
 class CohortError(TractSegError):

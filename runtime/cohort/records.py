@@ -125,7 +125,7 @@ def write_done_record(subject_dir: str | os.PathLike[str], record: Mapping[str, 
 def read_done_record(subject_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The subject's done-record, or None when it is missing, unreadable or not a JSON object."""
     try:
-        with open(Path(subject_dir) / DONE_NAME, "rb") as stream:
+        with open(os.path.join(subject_dir, DONE_NAME), "rb") as stream:
             record = json.loads(stream.read())
     except (OSError, ValueError):  # ValueError covers JSONDecodeError and UnicodeDecodeError
         return None
@@ -142,47 +142,64 @@ def remove_done_record(subject_dir: str | os.PathLike[str]) -> None:
         path.unlink(missing_ok=True)
 
 
-def _outputs_present(folder: Path, outputs: Any) -> bool:
-    """Every listed output exists: one directory listing per output folder rather than one stat per file."""
+def _outputs_present(folder: str, outputs: Any) -> bool:
+    """Every listed output exists: one directory listing per folder holding several outputs (72 masks), one
+    ``lstat`` for a folder holding one or two (statistics.json, a --single_output_file image)."""
     if not isinstance(outputs, list) or not all(isinstance(output, str) and output for output in outputs):
         return False
-    listings: dict[str, set[str]] = {}
+    by_folder: dict[str, list[str]] = {}
     for output in outputs:
         parent, _, name = output.rpartition("/")
         if parent.startswith("/") or ".." in parent.split("/") or name in ("", ".", ".."):
             return False
-        if parent not in listings:
-            try:
-                listings[parent] = set(os.listdir(folder / parent))
-            except OSError:
+        by_folder.setdefault(parent, []).append(name)
+    for parent, names in by_folder.items():
+        where = os.path.join(folder, parent) if parent else folder
+        try:
+            if len(names) <= 2:
+                for name in names:
+                    os.lstat(os.path.join(where, name))
+            elif not set(names) <= set(os.listdir(where)):
                 return False
-        if name not in listings[parent]:
+        except OSError:
             return False
     return True
 
 
+class DoneCheck:
+    """:func:`is_done` for one study: the bundle id and the canonical options computed once (a rerun of 100,000
+    subjects calls it 100,000 times)."""
+
+    def __init__(self, bundle_id: str, options: Mapping[str, Any]) -> None:
+        self.bundle_id, self.options = bundle_id, canonical_options(options)
+
+    def __call__(self, subject_dir: str | os.PathLike[str], peaks: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """The stored cohort row when the subject's done-record still holds (same input path, size and
+        mtime_ns, bundle id and options, every listed output present); None when the subject must be (re)done."""
+        folder = os.fspath(subject_dir)
+        record = read_done_record(folder)
+        if record is None or record.get("format") != DONE_FORMAT or record.get("bundle_id") != self.bundle_id:
+            return None
+        stored_input, row = record.get("input"), record.get("row")
+        if not isinstance(stored_input, dict) or not isinstance(row, dict):
+            return None
+        if stored_input.get("path") != os.fspath(peaks):  # the list now names another file (cp -p keeps size, mtime)
+            return None
+        try:
+            status = os.stat(peaks)
+        except OSError:
+            return None
+        if stored_input.get("size") != status.st_size or stored_input.get("mtime_ns") != status.st_mtime_ns:
+            return None
+        if record.get("options") != self.options:
+            return None
+        return row if _outputs_present(folder, record.get("outputs")) else None
+
+
 def is_done(subject_dir: str | os.PathLike[str], peaks: str | os.PathLike[str], bundle_id: str,
             options: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The stored cohort row when the subject's done-record still holds (same input path, size and mtime_ns,
-    bundle id and options, every listed output present); None when the subject must be (re)done."""
-    folder = Path(subject_dir)
-    record = read_done_record(folder)
-    if record is None or record.get("format") != DONE_FORMAT or record.get("bundle_id") != bundle_id:
-        return None
-    stored_input, row = record.get("input"), record.get("row")
-    if not isinstance(stored_input, dict) or not isinstance(row, dict):
-        return None
-    try:
-        identity = InputIdentity.stat(peaks)
-    except OSError:
-        return None
-    if stored_input.get("size") != identity.size or stored_input.get("mtime_ns") != identity.mtime_ns:
-        return None
-    if stored_input.get("path") != str(peaks):  # the list now names another file (cp -p keeps size and mtime)
-        return None
-    if record.get("options") != canonical_options(options):
-        return None
-    return row if _outputs_present(folder, record.get("outputs")) else None
+    """One subject's :class:`DoneCheck`."""
+    return DoneCheck(bundle_id, options)(subject_dir, peaks)
 
 
 def table_name(num_parts: int = 1, part_id: int = 0) -> str:
@@ -193,9 +210,9 @@ def table_name(num_parts: int = 1, part_id: int = 0) -> str:
 
 def _csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(ROW_FIELDS)
+    writer.writerows([row[name] for name in ROW_FIELDS] for row in rows)
     return buffer.getvalue()
 
 
@@ -213,9 +230,10 @@ class CohortTable:
         self._last_write: float | None = None
         self.writes = 0
 
-    def update(self, row: CohortRow | Mapping[str, Any]) -> None:
-        """Record (or replace) the row of ``row["subject"]``; write the table when the last write is old enough.
-        Missing fields are left empty; a field not in :data:`ROW_FIELDS` is a ValueError."""
+    def update(self, row: CohortRow | Mapping[str, Any], write: bool = True) -> None:
+        """Record (or replace) the row of ``row["subject"]``; write the table when the last write is old enough
+        (never with ``write=False``: a rerun records its done subjects, then writes once). Missing fields are
+        left empty; a field not in :data:`ROW_FIELDS` is a ValueError."""
         if isinstance(row, CohortRow):
             row = row.as_dict()
         unknown = sorted(set(row) - set(ROW_FIELDS))
@@ -226,7 +244,7 @@ class CohortTable:
             raise ValueError(f"{self.path}: a cohort table row needs a subject (got {subject!r})")
         self._rows[subject] = {field: row.get(field, "") for field in ROW_FIELDS}
         now = time.monotonic()
-        if self._last_write is None or now - self._last_write >= self.min_interval_s:
+        if write and (self._last_write is None or now - self._last_write >= self.min_interval_s):
             self.flush()
 
     def flush(self) -> Path:
@@ -243,6 +261,9 @@ class CohortTable:
         self._last_write = time.monotonic()
         self.writes += 1
         return self.path
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows, sorted by subject id."""

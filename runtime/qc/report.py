@@ -8,6 +8,7 @@ import platform
 import resource
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,16 @@ from runtime.models.manifest import Artifact, Manifest
 PACKAGES = ("tractseg-aot", "numpy", "scipy", "nibabel", "tqdm")
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(packages: Sequence[str] = PACKAGES, missing: str | None = "not installed") -> dict[str, str]:
+    """Python's version and each package's (the run report, the export manifest and the benchmarks all use this
+    one); a package that is not installed is recorded as ``missing``, or left out when ``missing`` is None."""
     found = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages:
         try:
             found[name] = version(name)
         except PackageNotFoundError:
-            found[name] = "not installed"
+            if missing is not None:
+                found[name] = missing
     return found
 
 

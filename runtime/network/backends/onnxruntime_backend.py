@@ -26,8 +26,10 @@ class OnnxRuntimeBackend:
             options.inter_op_num_threads = 1
         provider = PROVIDERS[device]
         if provider not in ort.get_available_providers():
+            hint = (" (the onnxruntime wheel is CPU-only: pip install onnxruntime-gpu in its place)"
+                    if device == "cuda" else "")
             raise BackendError(f"onnxruntime {ort.__version__} has no {provider} "
-                               f"(available: {', '.join(ort.get_available_providers())})")
+                               f"(available: {', '.join(ort.get_available_providers())}){hint}")
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=[provider])
         in_use = self.session.get_providers()
         if in_use[0] != provider:  # ORT falls back to CPU silently when CUDA fails to load: refuse

@@ -34,7 +34,8 @@ class OpenVinoBackend:
         model = frontend.convert(frontend.load(str(path)))
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
-        got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an element Type: its name, not its repr
+        got = getattr(hint, "type_name", None) or getattr(hint, "get_type_name", lambda: str(hint))()
         self.device = "cpu"
         self.detail = f"CPU {got}"
 
