@@ -6,7 +6,7 @@ The phantom: a half-ring tube (radius ``ring`` voxels, tube radius ``tube``) in 
 tangent in world space, beginnings / endings the tube's first / last ``end_degrees`` of arc, written as real NIfTI
 files in upstream's layout (``TOM/``, ``bundle_segmentations/``, ``endings_segmentations/``) plus ``peaks.nii.gz``
 and an ``FA.nii.gz`` that varies along and across the bundle. The affine has a positive x axis, so upstream's MNI
-flip of x (and its flipped affine) is exercised.
+flip of x (and its flipped affine) is exercised; ``signs`` gives other orientations (HCP's: x negative).
 """
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ class Phantom:
     ring: float = 14.0
     tube: float = 3.0
     end_degrees: float = 14.0
+    signs: tuple[int, int, int] = (1, 1, 1)  # of the affine's diagonal; (-1, 1, 1) is HCP's orientation
 
     @property
     def affine(self) -> np.ndarray:
-        a = np.diag([self.spacing, self.spacing, self.spacing, 1.0])
+        a = np.diag([*(self.spacing * np.asarray(self.signs)), 1.0])
         a[:3, 3] = [-40.0, -20.0, -10.0]
         return a
 
@@ -54,7 +55,7 @@ def write_phantom(root: Path, bundles: list[str], phantom: Phantom = Phantom(), 
     angle = np.degrees(np.arctan2(z - cz, x - cx))
     inside = (np.hypot(radial - phantom.ring, y - cy) <= phantom.tube) & (z >= cz)
     tangent = np.stack([-(z - cz), np.zeros_like(x), x - cx], axis=-1) / np.maximum(radial, 1e-6)[..., None]
-    tom = np.where(inside[..., None], tangent, 0).astype(np.float32)
+    tom = np.where(inside[..., None], tangent * np.asarray(phantom.signs), 0).astype(np.float32)  # world space
     beginnings = inside & (angle <= phantom.end_degrees)
     endings = inside & (angle >= 180 - phantom.end_degrees)
     fa = (0.3 + 0.4 * inside * (1 + np.cos(np.radians(angle))) / 2 + 0.05 * np.sin(y)).astype(np.float32)
@@ -118,22 +119,24 @@ def run_measured(command: list[str]) -> tuple[float, float, str]:
 
 
 def upstream_tracking(peaks: Path, output_dir: Path, bundles: list[str], nr_fibers: int,
-                      tracking_format: str = "trk", nr_cpus: int = -1, tracking_dir: str = "auto"
-                      ) -> tuple[float, float]:
+                      tracking_format: str = "trk", nr_cpus: int = -1, tracking_dir: str = "auto",
+                      dilation: int = 0) -> tuple[float, float]:
     """Upstream's ``Tracking`` CLI (its default ``prob`` tracker); (seconds, peak MiB)."""
     seconds, mib, _ = run_measured([sys.executable, str(upstream_script("Tracking")), "-i", str(peaks), "-o",
                                     str(output_dir), "--bundles", ",".join(bundles), "--nr_fibers", str(nr_fibers),
                                     "--tracking_format", tracking_format, "--nr_cpus", str(nr_cpus),
-                                    "--tracking_dir", tracking_dir])
+                                    "--tracking_dir", tracking_dir, "--tracking_dilation", str(dilation)])
     return seconds, mib
 
 
 def ours_tracking(peaks: Path, output_dir: Path, bundles: list[str], nr_fibers: int,
-                  tracking_format: str = "trk", tracking_dir: str = "auto", seed: int = 0) -> tuple[float, float]:
+                  tracking_format: str = "trk", tracking_dir: str = "auto", seed: int = 0,
+                  dilation: int = 0) -> tuple[float, float]:
+    """``python -m runtime.tracking`` with the same flags; (seconds, peak MiB)."""
     seconds, mib, _ = run_measured([sys.executable, "-m", "runtime.tracking", "-i", str(peaks), "-o",
                                     str(output_dir), "--bundles", ",".join(bundles), "--nr_fibers", str(nr_fibers),
                                     "--tracking_format", tracking_format, "--tracking_dir", tracking_dir,
-                                    "--seed", str(seed), "--quiet"])
+                                    "--seed", str(seed), "--tracking_dilation", str(dilation), "--quiet"])
     return seconds, mib
 
 

@@ -103,6 +103,17 @@ def test_statistically_equal_to_upstream(phantom, upstream):
     compare_with_upstream(phantom, phantom / "tractseg_output" / "ours" / f"{BUNDLE}.trk", upstream, N_FIBERS)
 
 
+def test_statistically_equal_to_upstream_in_other_orientations(tmp_path):
+    """x negative and y negative (upstream flips y, not x): the same checks, with --tracking_dilation 1."""
+    pytest.importorskip("tractseg", reason="upstream tractseg (the [parity] extra) is not installed")
+    write_phantom(tmp_path, [BUNDLE], Phantom(signs=(-1, -1, 1)))
+    out = tmp_path / "tractseg_output"
+    upstream_tracking(tmp_path / "peaks.nii.gz", out, [BUNDLE], N_FIBERS, "trk", 2, "upstream", dilation=1)
+    ours_tracking(tmp_path / "peaks.nii.gz", out, [BUNDLE], N_FIBERS, "trk", "ours", dilation=1)
+    compare_with_upstream(tmp_path, out / "ours" / f"{BUNDLE}.trk", out / "upstream" / f"{BUNDLE}.trk", N_FIBERS,
+                          dilation=1)
+
+
 def test_every_kept_streamline_runs_between_the_dilated_end_masks(phantom):
     """Before smoothing (the tracker's own output, in its voxel space) every kept streamline starts in one dilated
     end mask and ends in the other, exactly as upstream's rule, for dilation 0 and 1."""
