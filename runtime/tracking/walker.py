@@ -21,7 +21,11 @@ seeding stopped at ``nr_fibers`` kept or once more than ``100 * nr_fibers`` seed
 Everything here is in upstream's tracking voxel space (MNI-flipped array, voxel corner at 0) on the full grid; the
 arrays may be a crop around the bundle mask (:func:`runtime.tracking.prepare.tracking_volumes`), which changes no
 lookup (outside the crop the bundle mask is 0, so a walk stops there as on the full grid); the caller
-(:mod:`runtime.tracking.bundle`) prepares the arrays and moves the result to world space.
+(:mod:`runtime.tracking.api`, with :mod:`runtime.tracking.prepare`) builds the arrays and moves the result to world
+space. Random draws come from one ``numpy.random.Generator`` per bundle, so runs are reproducible; upstream's draws
+come from the global ``np.random`` state that every forked pool worker inherits unchanged (workers repeat each
+other's sequences), which is not reproduced. A NaN in the TOM is read as 0 (the walk stops there); upstream would
+carry on with a NaN length.
 """
 from __future__ import annotations
 
