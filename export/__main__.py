@@ -12,6 +12,7 @@ from typing import Any
 from export.bundle import FORMATS, PLATFORMS, ExportRequest
 from export.conv_plan import CHOICES
 from export.precisions import MIN_DICE
+from export.verify import TOLERANCE
 from runtime.models.bundles import TASKS, TRACT_DEFINITIONS, model_for
 from runtime.models.manifest import PRECISIONS, WeightsInfo
 
@@ -43,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="how the 3x3 convolutions are written into the graph: direct, Winograd F(2x2,3x3) or "
                         "F(4x4,3x3) for every layer, or auto: per layer the fastest on this host's ONNX backends "
                         "(measured now), keeping the first plan within the drift gate (export/conv_plan.py)")
+    p.add_argument("--drift-tolerance", type=float, default=TOLERANCE,
+                   help="max abs probability drift of every artifact vs the live direct model (default 1e-5, the "
+                        "exact path's gate; a looser value is for measuring, e.g. winograd4, and is recorded)")
     args = p.parse_args(argv)
     if args.out is None:
         from runtime.checks.preflight import resolve_bundle_dir
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         request = ExportRequest(model=model, out=args.out, formats=args.formats, platforms=args.platforms,
                                 batch_size=args.batch_size, slice_size=args.slice_size, force=args.force,
                                 precisions=args.precisions, min_dice=args.min_dice,
-                                conv_algorithm=args.conv_algorithm)
+                                conv_algorithm=args.conv_algorithm, tolerance=args.drift_tolerance)
         build_bundle(network, request, weights_info)
     except (WeightsError, DownloadError, DriftError, PrecisionError, TractSegError, ValueError, FileExistsError,
             OSError) as e:

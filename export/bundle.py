@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from export.conv_plan import choose, summary
+from export.conv_plan import passing_plans, summary
 from export.iree_compile import IREE_TARGETS, compile_vmfb, vmfb_file
 from export.manifest_writer import write_manifest
 from export.model import TractSeg, slice_probabilities
@@ -25,7 +25,7 @@ from export.precisions import MIN_DICE, build_precision, check_inputs, check_req
 from export.sample_inputs import check_batches
 from export.savedmodel import SAVEDMODEL_DIR, save_savedmodel
 from export.stablehlo import JAX_EXPORT_FILE, export_jax, module_name
-from export.verify import TOLERANCE, gpu_backends, verify_artifact
+from export.verify import TOLERANCE, DriftError, gpu_backends, verify_artifact
 from export.winograd import with_algorithms
 from runtime.models.bundles import Model
 from runtime.models.manifest import Artifact, SelfCheck, WeightsInfo, host_cpu_flags, load_manifest
@@ -84,7 +84,6 @@ def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work
            log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
     jitted = jax.jit(traced_function(network))  # the references: always the direct convolution
-    spec = jax.ShapeDtypeStruct((request.batch_size, 9, request.slice_size, request.slice_size), jnp.float32)
     timings: dict[str, float] = {}
 
     def step(name: str, action: Callable[[], list[Artifact]]) -> list[Artifact]:
@@ -99,40 +98,24 @@ def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work
     references: list[np.ndarray] = []
     with jax.default_device(jax.devices("cpu")[0]):  # the reference is the CPU's fp32, also on a GPU host
         step("live model", lambda: references.extend(np.asarray(jitted(b)) for b in batches) or [])
-    plan, conv_record = choose_plan(network, request, batches, references, log, timings)
-    network = with_algorithms(network, plan)
-    fn = traced_function(network)
-    jitted = jax.jit(fn)
-    artifacts: list[Artifact] = []
-    if "stablehlo" in request.formats or "iree" in request.formats:
-        artifacts += step("stablehlo", lambda: stablehlo_artifacts(jitted, spec, work, request.platforms))
-    if "iree" in request.formats:
-        artifacts += step("iree", lambda: iree_artifacts(jitted, work, artifacts, request.platforms))
-    if "savedmodel" in request.formats:
-        artifacts += step("savedmodel", lambda: savedmodel_artifacts(network, spec, work, request.platforms))
-    if "onnx" in request.formats:
-        artifacts += step("onnx", lambda: onnx_artifacts(fn, spec, work, request.platforms))
-    artifacts = [replace(a, conv_algorithms=plan, details={**a.details, "conv_algorithm": conv_record})
-                 for a in artifacts]
-
-    verified = []
-    for artifact in artifacts:
-        missing_flags = sorted(set(artifact.details.get("requires_cpu_flags", ())) - host_cpu_flags())
-        on_cpu = bool(artifact.backends) and "cpu" in artifact.platforms and not missing_flags
-        if not on_cpu and not gpu_backends(artifact):
-            reason = ("source module, run through IREE" if not artifact.backends else
-                      "GPU artifact: this export host has no GPU that its backend can use"
-                      if "cpu" not in artifact.platforms else
-                      f"needs CPU flags this export host lacks ({', '.join(missing_flags)}): verify on such a host")
-            verified.append(replace(artifact, drift={"not_run": {"reason": reason}}))
-            log(f"[export] {artifact.id}: not run here ({reason})")
-            continue
-        verified += step(f"verify {artifact.id}", lambda a=artifact, c=on_cpu: [replace(a, drift=verify_artifact(
-            work, a, batches, references, request.tolerance, cpu=c))])
-        for backend, figures in verified[-1].drift.items():
-            if "max_abs" in figures:
-                log(f"[export]   {artifact.id} on {backend}: max abs {figures['max_abs']:.2e}, "
-                    f"mean abs {figures['mean_abs']:.2e}")
+    log(f"[export] conv algorithm {request.conv_algorithm} ...")
+    plans = passing_plans(network, request.conv_algorithm, request.batch_size, request.slice_size, batches,
+                          references, request.tolerance, log)
+    while True:  # auto: the next candidate plan when an artifact drifts over the gate; else the error
+        plan, conv_record = next(plans)
+        log(f"[export] conv algorithm: {summary(plan)}")
+        try:
+            verified = trace_and_verify(with_algorithms(network, plan), request, work, batches, references, step,
+                                        log)
+            break
+        except DriftError as error:
+            if request.conv_algorithm != "auto":
+                raise DriftError(f"--conv-algorithm {request.conv_algorithm}: {error}") from None
+            log(f"[export] {summary(plan)}: {error}; trying the next plan")
+            shutil.rmtree(work)
+            work.mkdir()
+    verified = [replace(a, conv_algorithms=plan, details={**a.details, "conv_algorithm": conv_record})
+                for a in verified]
     self_check = write_self_check(work, batches[0], references[0])
     write_manifest(work, request.model, request.batch_size, request.slice_size, weights, verified, self_check)
     extra = [p for p in request.precisions if p != "fp32"]
@@ -155,16 +138,42 @@ def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work
             "drift": {a.id: a.drift for a in verified}}
 
 
-def choose_plan(network: TractSeg, request: ExportRequest, batches: list[np.ndarray], references: list[np.ndarray],
-                log: Callable[[str], None], timings: dict[str, float]) -> tuple[dict[str, str], dict[str, Any]]:
-    """The per-layer convolution algorithms to trace (--conv-algorithm) and their record for the manifest."""
-    t0 = time.perf_counter()
-    log(f"[export] conv algorithm {request.conv_algorithm} ...")
-    plan, record = choose(network, request.conv_algorithm, request.batch_size, request.slice_size, batches,
-                          references, request.tolerance, log)
-    timings["conv algorithm"] = round(time.perf_counter() - t0, 2)
-    log(f"[export] conv algorithm: {summary(plan)} ({timings['conv algorithm']:.1f} s)")
-    return plan, record
+def trace_and_verify(network: TractSeg, request: ExportRequest, work: Path, batches: list[np.ndarray],
+                     references: list[np.ndarray], step: Callable, log: Callable[[str], None]) -> list[Artifact]:
+    """Trace the network into every requested format in `work` and verify each artifact against the references
+    (DriftError over the tolerance)."""
+    spec = jax.ShapeDtypeStruct((request.batch_size, 9, request.slice_size, request.slice_size), jnp.float32)
+    fn = traced_function(network)
+    jitted = jax.jit(fn)
+    artifacts: list[Artifact] = []
+    if "stablehlo" in request.formats or "iree" in request.formats:
+        artifacts += step("stablehlo", lambda: stablehlo_artifacts(jitted, spec, work, request.platforms))
+    if "iree" in request.formats:
+        artifacts += step("iree", lambda: iree_artifacts(jitted, work, artifacts, request.platforms))
+    if "savedmodel" in request.formats:
+        artifacts += step("savedmodel", lambda: savedmodel_artifacts(network, spec, work, request.platforms))
+    if "onnx" in request.formats:
+        artifacts += step("onnx", lambda: onnx_artifacts(fn, spec, work, request.platforms))
+
+    verified = []
+    for artifact in artifacts:
+        missing_flags = sorted(set(artifact.details.get("requires_cpu_flags", ())) - host_cpu_flags())
+        on_cpu = bool(artifact.backends) and "cpu" in artifact.platforms and not missing_flags
+        if not on_cpu and not gpu_backends(artifact):
+            reason = ("source module, run through IREE" if not artifact.backends else
+                      "GPU artifact: this export host has no GPU that its backend can use"
+                      if "cpu" not in artifact.platforms else
+                      f"needs CPU flags this export host lacks ({', '.join(missing_flags)}): verify on such a host")
+            verified.append(replace(artifact, drift={"not_run": {"reason": reason}}))
+            log(f"[export] {artifact.id}: not run here ({reason})")
+            continue
+        verified += step(f"verify {artifact.id}", lambda a=artifact, c=on_cpu: [replace(a, drift=verify_artifact(
+            work, a, batches, references, request.tolerance, cpu=c))])
+        for backend, figures in verified[-1].drift.items():
+            if "max_abs" in figures:
+                log(f"[export]   {artifact.id} on {backend}: max abs {figures['max_abs']:.2e}, "
+                    f"mean abs {figures['mean_abs']:.2e}")
+    return verified
 
 
 def write_self_check(work: Path, batch: np.ndarray, reference: np.ndarray) -> SelfCheck:

@@ -129,3 +129,28 @@ def test_winograd2_bundle_matches_direct_in_runtime(request, tract_small: str, t
     assert want.std() > 0.05, "degenerate probabilities"
     # each bundle is within the 1e-5 export gate of the same live direct model: within 2e-5 of each other
     assert float(np.abs(got - want).max()) <= 2e-5
+
+
+def test_manifest_conv_algorithms_field(tract_small: str, tmp_path: Path) -> None:
+    """Bundles exported before the field existed still load (every layer direct); a bad value is one line."""
+    from runtime.errors import ArtifactError
+    from tests.run_support import copy_bundle, edit_manifest
+
+    bundle = copy_bundle(tract_small, tmp_path / "old", link_artifact=True)
+
+    def drop(document):
+        for artifact in document["artifacts"]:
+            artifact.pop("conv_algorithms", None)
+        return document
+
+    edit_manifest(bundle, drop)
+    artifact = load_manifest(bundle).artifact("onnx")
+    assert artifact.conv_algorithms == {} and artifact.conv_algorithm("encode_1") == "direct"
+
+    def bad(document):
+        document["artifacts"][0]["conv_algorithms"] = {"encode_1": "winograd8"}
+        return document
+
+    edit_manifest(bundle, bad)
+    with pytest.raises(ArtifactError, match=r"conv_algorithms\['encode_1'\].*winograd8"):
+        load_manifest(bundle)
