@@ -10,8 +10,9 @@ import numpy as np
 SQRT6 = 6.0 ** 0.5
 
 
-def upstream_network(n_classes: int, seed: int):
-    """Upstream's UNet_Pytorch_DeepSup with torch's default init under `seed`, conv weights x sqrt(6).
+def upstream_network(n_classes: int, seed: int, upsample: str = "bilinear"):
+    """Upstream's UNet_Pytorch_DeepSup with torch's default init under `seed`, conv weights x sqrt(6)
+    (``upsample``: "nearest" for TOM's peak-regression parts).
 
     Default init makes a 23-layer net nearly constant (any two implementations would agree); x sqrt(6) is He
     init, under which the probabilities really vary (see ../shared/docs/upstream-tractseg.md).
@@ -21,7 +22,7 @@ def upstream_network(n_classes: int, seed: int):
 
     torch.manual_seed(seed)
     net = UNet_Pytorch_DeepSup(n_input_channels=9, n_classes=n_classes, n_filt=64, batchnorm=False,
-                               dropout=False, upsample="bilinear")
+                               dropout=False, upsample=upsample)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):

@@ -1,6 +1,10 @@
 """python -m export: build a deployable bundle (StableHLO/IREE, SavedModel, ONNX + manifest) from TractSeg weights.
 
   python -m export --task tract_segmentation (--weights PATH | --download | --random-weights SEED) --out DIR
+  python -m export --task TOM (--weights-dir DIR | --download | --random-weights SEED) --out DIR
+
+TOM is one bundle of upstream's four part models; --weights-dir holds upstream's files under upstream's names
+(pretrained_weights_peak_regression_part{1..4}_v2.npz; for the other tasks DIR/<upstream's local name>).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from export.bundle import FORMATS, PLATFORMS, ExportRequest
 from export.conv_plan import CHOICES
 from export.precisions import MIN_DICE
 from export.verify import TOLERANCE
-from runtime.models.bundles import TASKS, TRACT_DEFINITIONS, model_for
+from runtime.models.bundles import TASKS, TRACT_DEFINITIONS, Model, model_for
 from runtime.models.manifest import PRECISIONS, WeightsInfo
 
 
@@ -24,6 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", type=Path, help="upstream checkpoint (.npz torch pickle) or converted "
                                                      ".safetensors")
+    source.add_argument("--weights-dir", type=Path, metavar="DIR",
+                        help="folder with upstream's weights file(s) under upstream's names (TOM: the four parts)")
     source.add_argument("--download", action="store_true", help="fetch upstream's weights from Zenodo")
     source.add_argument("--random-weights", type=int, metavar="SEED",
                         help="seeded random weights: a DEMO, not anatomical")
@@ -44,9 +50,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="how the 3x3 convolutions are written into the graph: direct, Winograd F(2x2,3x3) or "
                         "F(4x4,3x3) for every layer, or auto: per layer the fastest on this host's ONNX backends "
                         "(measured now), keeping the first plan within the drift gate (export/conv_plan.py)")
-    p.add_argument("--drift-tolerance", type=float, default=TOLERANCE,
+    p.add_argument("--drift-tolerance", type=float, default=None,
                    help="max abs probability drift of every artifact vs the live direct model (default 1e-5, the "
-                        "exact path's gate; a looser value is for measuring, e.g. winograd4, and is recorded)")
+                        "exact path's gate; 1e-4 on the raw outputs of TOM / dm_regression; a looser value is for "
+                        "measuring, e.g. winograd4, and is recorded)")
     args = p.parse_args(argv)
     if args.out is None:
         from runtime.checks.preflight import resolve_bundle_dir
@@ -65,27 +72,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_network(args: argparse.Namespace, n_classes: int) -> tuple[Any, WeightsInfo, dict]:
-    """The live model, its weights' provenance for the manifest, and its state_dict."""
+def load_network(args: argparse.Namespace, model: Model, seed_offset: int = 0) -> tuple[Any, WeightsInfo, dict]:
+    """The live model, its weights' provenance for the manifest, and its state_dict (a TOM part: ``model`` is
+    the part, demo weights use seed + its index)."""
     from export import weights as w
 
     if args.random_weights is not None:
-        state = w.random_state_dict(args.random_weights, n_classes)
-        info = WeightsInfo(source=f"random (seed {args.random_weights}, He-scaled)", sha256=None, demo=True,
-                           seed=args.random_weights,
+        seed = args.random_weights + seed_offset
+        state = w.random_state_dict(seed, model.n_classes)
+        info = WeightsInfo(source=f"random (seed {seed}, He-scaled)", sha256=None, demo=True, seed=seed,
                            note="demo weights, NOT anatomical: outputs are not tract segmentations")
     else:
         path = args.weights
+        if args.weights_dir is not None:
+            path = args.weights_dir / model.local_name
         if args.download:
             from export.download import download_weights
 
-            path = download_weights(model_for(args.task, args.tract_definition))
+            path = download_weights(model)
         if path.suffix == ".safetensors":
             state = w.load_weights_state_dict(path)
         else:
             state = w.read_upstream_state_dict(path)
         info = WeightsInfo(source=str(path), sha256=w.sha256_of(path), demo=False)
-    return w.model_from_state_dict(state, info.source), info, state
+    return w.model_from_state_dict(state, info.source, model.upsample, model.linear), info, state
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,26 +103,52 @@ def main(argv: list[str] | None = None) -> int:
     from export.bundle import build_bundle
     from export.download import DownloadError
     from export.precisions import PrecisionError, check_requested
-    from export.verify import DriftError
+    from export.verify import DriftError, tolerance_for
     from runtime.errors import TractSegError
     from export.weights import WeightsError, save_weights
 
     try:
         check_requested(args.precisions, args.formats)
         model = model_for(args.task, args.tract_definition)
-        network, weights_info, state = load_network(args, model.n_classes)
-        if args.save_weights:
-            print(f"[export] weights saved to {args.save_weights} "
-                  f"(sha256 {save_weights(state, args.save_weights)})")
         request = ExportRequest(model=model, out=args.out, formats=args.formats, platforms=args.platforms,
                                 batch_size=args.batch_size, slice_size=args.slice_size, force=args.force,
                                 precisions=args.precisions, min_dice=args.min_dice,
-                                conv_algorithm=args.conv_algorithm, tolerance=args.drift_tolerance)
+                                conv_algorithm=args.conv_algorithm,
+                                tolerance=tolerance_for(model.linear) if args.drift_tolerance is None
+                                else args.drift_tolerance)
+        if model.parts:
+            return export_parts(args, request)
+        network, weights_info, state = load_network(args, model)
+        if args.save_weights:
+            print(f"[export] weights saved to {args.save_weights} "
+                  f"(sha256 {save_weights(state, args.save_weights)})")
         build_bundle(network, request, weights_info)
     except (WeightsError, DownloadError, DriftError, PrecisionError, TractSegError, ValueError, FileExistsError,
             OSError) as e:
         print(f"export: error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def export_parts(args: argparse.Namespace, request: ExportRequest) -> int:
+    """TOM: the part models' weights checked first (all four present and loadable: one line naming the file),
+    then one bundle of all parts (export/parts.py), each part's live model built only when it is exported."""
+    from export.parts import build_parts_bundle
+    from export.weights import WeightsError
+
+    if args.weights is not None:
+        raise WeightsError(f"--task {request.model.task} has {len(request.model.parts)} part models: give "
+                           f"--weights-dir DIR with upstream's files ({', '.join(p.local_name for p in request.model.parts)})")
+    if args.save_weights:
+        raise WeightsError("--save-weights is not supported for part models")
+    if args.weights_dir is not None:
+        missing = [args.weights_dir / p.local_name for p in request.model.parts
+                   if not (args.weights_dir / p.local_name).is_file()]
+        if missing:
+            raise WeightsError(f"{missing[0]}: no such file (--weights-dir needs upstream's "
+                               f"{len(request.model.parts)} part files under their upstream names)")
+    loaded = [load_network(args, part, index)[:2] for index, part in enumerate(request.model.parts)]
+    build_parts_bundle([lambda n=network: n for network, _ in loaded], request, [info for _, info in loaded])
     return 0
 
 

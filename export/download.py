@@ -171,11 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.download", description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=TASKS, default="tract_segmentation")
     parser.add_argument("--tract_definition", choices=TRACT_DEFINITIONS, default="TractQuerier+")
-    parser.add_argument("--all", action="store_true", help="all three upstream models")
+    parser.add_argument("--all", action="store_true", help="every upstream weights file (TOM: four)")
     parser.add_argument("--dest", type=Path, default=None, help="directory (default: upstream's weights dir)")
     args = parser.parse_args(argv)
     try:
-        models = MODELS if args.all else (model_for(args.task, args.tract_definition),)
+        chosen = model_for(args.task, args.tract_definition)
+        models = MODELS if args.all else chosen.parts or (chosen,)
         for model in models:
             path = download_weights(model, args.dest)
             print(f"{recorded_sha256(path)}  {path}")

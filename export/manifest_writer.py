@@ -18,6 +18,13 @@ CONTAINS = {"normalisation": "per slice: (x - mean) / (std + 1e-7) over all 9*S*
             "network": "logits", "sigmoid": True}
 
 
+def contains(model: Model) -> dict[str, object]:
+    """What the exported function computes (linear models: TOM, dm_regression, return the raw outputs)."""
+    if not model.linear:
+        return CONTAINS
+    return {**CONTAINS, "network": f"raw outputs (upsample {model.upsample})", "sigmoid": False}
+
+
 def package_versions() -> dict[str, str]:
     found = {}
     for name in VERSIONED_PACKAGES:
@@ -39,11 +46,12 @@ def write_manifest(bundle_dir: Path, model: Model, batch_size: int, slice_size: 
     manifest = Manifest(
         root=bundle_dir,
         model=ModelInfo(task=model.task, tract_definition=model.tract_definition, n_classes=model.n_classes,
-                        bundles=tuple(model.bundles)),
+                        bundles=tuple(model.bundles), channels_per_bundle=model.channels_per_bundle,
+                        linear=model.linear, part=model.part),
         input=TensorSpec(INPUT_NAME, (batch_size, PEAK_CHANNELS, slice_size, slice_size), "float32",
                          "raw peak slices (batch, channel, slice axis 1, slice axis 2)"),
         output=TensorSpec(OUTPUT_NAME, (batch_size, model.n_classes, slice_size, slice_size), "float32"),
-        contains=CONTAINS, weights=weights, artifacts=tuple(artifacts),
+        contains=contains(model), weights=weights, artifacts=tuple(artifacts),
         files=file_entries(bundle_dir, [rel for a in artifacts for rel in a.files] +
                            ([self_check.path] if self_check else [])), self_check=self_check,
         versions=package_versions(),

@@ -83,6 +83,16 @@ def upsample_bilinear_x2(x: jax.Array) -> jax.Array:
     return _upsample_axis_x2(_upsample_axis_x2(x, 2), 3)
 
 
+def upsample_nearest_x2(x: jax.Array) -> jax.Array:
+    """nn.Upsample(scale_factor=2, mode="nearest") on an NCHW batch: output (i, j) is input (i // 2, j // 2),
+    written as broadcast + reshape (both trace to plain ONNX Expand/Reshape)."""
+    b, c, h, w = x.shape
+    return jnp.broadcast_to(x[:, :, :, None, :, None], (b, c, h, 2, w, 2)).reshape(b, c, 2 * h, 2 * w)
+
+
+UPSAMPLE = {"bilinear": upsample_bilinear_x2, "nearest": upsample_nearest_x2}
+
+
 # (name, kind, in_channels, out_channels) in upstream's order; kind "conv3" is Conv2d 3x3 + LeakyReLU (state_dict
 # key "<name>.0.*"), "deconv" is ConvTranspose2d 2/2 + LeakyReLU ("<name>.0.*"), "conv1" a bare 1x1 ("<name>.*").
 def layer_table(n_classes: int, n_filt: int = N_FILT) -> list[tuple[str, str, int, int]]:
@@ -119,10 +129,15 @@ def param_shape(kind: str, cin: int, cout: int, param: str) -> tuple[int, ...]:
 
 
 class TractSeg(eqx.Module):
-    """UNet_Pytorch_DeepSup: (B, 9, H, W) float32 -> logits (B, C, H, W), H and W divisible by 16."""
+    """UNet_Pytorch_DeepSup: (B, 9, H, W) float32 -> logits (B, C, H, W), H and W divisible by 16.
+
+    ``upsample``: the deep-supervision upsampling mode ("bilinear"; TOM's peak regression: "nearest");
+    ``linear``: the exported function returns the raw outputs (TOM, dm_regression), else their sigmoid."""
 
     layers: dict[str, Conv | Deconv]
     n_classes: int = eqx.field(static=True)
+    upsample: str = eqx.field(static=True, default="bilinear")
+    linear: bool = eqx.field(static=True, default=False)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         L = self.layers
@@ -139,10 +154,11 @@ class TractSeg(eqx.Module):
         e12 = conv("expand_1_2", conv("expand_1_1", concat1))
         concat2 = jnp.concatenate([conv("deconv_2", e12), c32], axis=1)
         e22 = conv("expand_2_2", conv("expand_2_1", concat2))
-        out2_up = upsample_bilinear_x2(L["output_2"](concat2))
+        up = UPSAMPLE[self.upsample]
+        out2_up = up(L["output_2"](concat2))
         concat3 = jnp.concatenate([conv("deconv_3", e22), c22], axis=1)
         e32 = conv("expand_3_2", conv("expand_3_1", concat3))
-        out3_up = upsample_bilinear_x2(out2_up + L["output_3"](concat3))
+        out3_up = up(out2_up + L["output_3"](concat3))
         concat4 = jnp.concatenate([conv("deconv_4", e32), c12], axis=1)
         e42 = conv("expand_4_2", conv("expand_4_1", concat4))
         return out3_up + L["conv_5"](e42)
@@ -166,8 +182,10 @@ def normalise_slices(x: jax.Array) -> jax.Array:
 
 
 def slice_probabilities(model: TractSeg, raw_slices: jax.Array) -> jax.Array:
-    """The exported function: raw slices (B, 9, S, S) -> normalise -> network -> sigmoid -> (B, C, S, S)."""
-    return jax.nn.sigmoid(model(normalise_slices(raw_slices)))
+    """The exported function: raw slices (B, 9, S, S) -> normalise -> network -> sigmoid -> (B, C, S, S)
+    (no sigmoid for a ``linear`` model: TOM and dm_regression outputs are the network's raw values)."""
+    out = model(normalise_slices(raw_slices))
+    return out if model.linear else jax.nn.sigmoid(out)
 
 
 def parameter_count(model: TractSeg) -> int:

@@ -37,8 +37,10 @@ def infer_n_classes(state: StateDict, source: str) -> int:
     return int(np.shape(state["conv_5.bias"])[0])
 
 
-def model_from_state_dict(state: StateDict, source: str = "<state_dict>") -> TractSeg:
-    """Build the Equinox model from an upstream-named state_dict, strict on keys and shapes."""
+def model_from_state_dict(state: StateDict, source: str = "<state_dict>", upsample: str = "bilinear",
+                          linear: bool = False) -> TractSeg:
+    """Build the Equinox model from an upstream-named state_dict, strict on keys and shapes (``upsample`` and
+    ``linear``: the model family's, see :class:`export.model.TractSeg`)."""
     n_classes = infer_n_classes(state, source)
     shapes = expected_shapes(n_classes)
     missing = sorted(set(shapes) - set(state))
@@ -57,7 +59,7 @@ def model_from_state_dict(state: StateDict, source: str = "<state_dict>") -> Tra
         w = jnp.asarray(np.asarray(state[state_dict_key(name, kind, "weight")], dtype=np.float32))
         b = jnp.asarray(np.asarray(state[state_dict_key(name, kind, "bias")], dtype=np.float32))
         layers[name] = Deconv(w, b) if kind == "deconv" else Conv(w, b)
-    return TractSeg(layers=layers, n_classes=n_classes)
+    return TractSeg(layers=layers, n_classes=n_classes, upsample=upsample, linear=linear)
 
 
 def read_upstream_state_dict(path: str | Path) -> StateDict:

@@ -128,4 +128,4 @@ def with_algorithms(network: TractSeg, choice: dict[str, str]) -> TractSeg:
     for name, algorithm in choice.items():
         if algorithm != "direct":
             layers[name] = WinogradConv.from_conv(network.layers[name], OUTPUT_TILE[algorithm])
-    return TractSeg(layers=layers, n_classes=network.n_classes)
+    return TractSeg(layers=layers, n_classes=network.n_classes, upsample=network.upsample, linear=network.linear)

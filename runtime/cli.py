@@ -38,7 +38,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    "(default: $TRACTSEG_AOT_ARTIFACTS[/<model>], else ~/.cache/tractseg-aot/<model>)")
     p.add_argument("--output_type", choices=TASKS, default="tract_segmentation")
     p.add_argument("--tract_definition", choices=TRACT_DEFINITIONS, default="TractQuerier+")
-    p.add_argument("--single_output_file", action="store_true", help="all bundles in one 4D image")
+    p.add_argument("--single_output_file", action="store_true", help="all bundles in one 4D image (not for TOM)")
+    p.add_argument("--tract_segmentations_path", metavar="DIR", type=path_arg,
+                   help="TOM: the bundle masks (default: <output>/bundle_segmentations, from a tract_segmentation "
+                        "run)")
     p.add_argument("--get_probabilities", action="store_true",
                    help="float32 probabilities instead of masks (no post-processing)")
     p.add_argument("--no_postprocess", action="store_true", help="keep small blobs (tract_segmentation)")
@@ -64,12 +67,19 @@ def run_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> RunOpti
         p.error(f"--nr_cpus must be -1 or a positive number, not {args.nr_cpus}")
     if args.output_type == "endings_segmentation" and args.tract_definition == "xtract":
         p.error("--tract_definition xtract only works with --output_type tract_segmentation (as upstream)")
-    return RunOptions(artifacts=args.artifacts, output_type=args.output_type, tract_definition=args.tract_definition,
-                      single_output_file=args.single_output_file, get_probabilities=args.get_probabilities,
-                      postprocess=not args.no_postprocess, backend=args.backend, device=args.device,
-                      precision=args.precision, self_check=args.self_check,
-                      threads=None if args.nr_cpus == -1 else args.nr_cpus, statistics=args.statistics,
-                      preview=args.preview, force=args.force, quiet=args.quiet)
+    if args.output_type == "TOM" and args.tract_definition == "xtract":
+        p.error("--tract_definition xtract does not work with --output_type TOM (as upstream)")
+    options = dict(artifacts=args.artifacts, output_type=args.output_type, tract_definition=args.tract_definition,
+                   single_output_file=args.single_output_file, get_probabilities=args.get_probabilities,
+                   postprocess=not args.no_postprocess, backend=args.backend, device=args.device,
+                   precision=args.precision, self_check=args.self_check,
+                   threads=None if args.nr_cpus == -1 else args.nr_cpus, statistics=args.statistics,
+                   preview=args.preview, force=args.force, quiet=args.quiet,
+                   tract_segmentations_path=args.tract_segmentations_path)
+    try:
+        return RunOptions(**options)
+    except ValueError as error:
+        p.error(str(error))
 
 
 class Terminated(BaseException):

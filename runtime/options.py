@@ -28,7 +28,8 @@ class RunOptions:
     ``device``, ``precision``, ``self_check`` [--no-self-check], ``threads`` [--nr_cpus; None: the backend's
     default]. What is written: ``single_output_file``, ``get_probabilities``, ``postprocess``
     [--no_postprocess], ``statistics``, ``preview``; ``force`` replaces existing outputs; ``quiet``: no progress
-    bars."""
+    bars. TOM: ``tract_segmentations_path`` [--tract_segmentations_path], the bundle masks' folder (None: upstream's
+    default, ``<output>/bundle_segmentations``)."""
 
     artifacts: str | None = None
     output_type: str = "tract_segmentation"
@@ -45,11 +46,25 @@ class RunOptions:
     preview: bool = False
     force: bool = False
     quiet: bool = False
+    tract_segmentations_path: str | None = None
 
     def __post_init__(self) -> None:
         model_for(self.output_type, self.tract_definition)  # ValueError naming what is supported
+        for problem in self.problems():
+            raise ValueError(problem)
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be None or >= 1, not {self.threads}")
+
+    def problems(self) -> list[str]:
+        """Option combinations that upstream refuses or that make no sense for the output type."""
+        found = []
+        if self.output_type == "TOM" and self.single_output_file:
+            found.append("--single_output_file is not supported for TOM (as upstream)")
+        if self.output_type in ("TOM", "dm_regression") and (self.statistics or self.preview):
+            found.append(f"--statistics / --preview are for mask outputs, not --output_type {self.output_type}")
+        if self.tract_segmentations_path is not None and self.output_type != "TOM":
+            found.append("--tract_segmentations_path is only used with --output_type TOM")
+        return found
 
     @property
     def model(self) -> Model:
@@ -69,7 +84,8 @@ class RunOptions:
         return {"output_type": self.output_type, "tract_definition": self.tract_definition,
                 "single_output_file": self.single_output_file, "get_probabilities": self.get_probabilities,
                 "postprocess": self.postprocess, "statistics": self.statistics, "preview": self.preview,
-                "precision": self.precision}
+                "precision": self.precision,
+                **({"tract_segmentations_path": self.tract_segmentations_path} if self.output_type == "TOM" else {})}
 
     def pipeline_key(self) -> tuple:
         """What selects an opened pipeline (a process keeps one per key)."""

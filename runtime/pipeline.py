@@ -9,6 +9,9 @@
 ``predict`` is upstream TractSeg's inference path (``bin/TractSeg``): flip to MNI signs -> crop -> pad + zoom to
 the cube -> x/y/z slices through the backend -> mean of the three probability volumes. The thresholds,
 post-processing and the way back to the input grid happen on request in :class:`runtime.outputs.segmentation.Segmentation`.
+dm_regression: the same, raw outputs (no sigmoid), values < 0.01 written as 0. TOM (``output_type="TOM"``):
+``predict`` returns a :class:`runtime.tom.TOMResult` that runs the four part models on the coronal slices one
+part at a time, loading one part's model at a time; ``result.tom("CST_left", masks=DIR)`` is (X, Y, Z, 3) float32.
 JAX-free, like all of runtime/.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
@@ -35,6 +39,8 @@ from runtime.network.precision import self_check as run_self_check
 from runtime.network.predict import fused_probabilities
 from runtime.checks.preflight import cap_threads, open_manifest, resolve_bundle_dir
 from runtime.outputs.segmentation import Placement, Segmentation
+from runtime.network.predict import SliceStats
+from runtime.tom import TOMResult
 
 if TYPE_CHECKING:
     from runtime.options import RunOptions
@@ -62,6 +68,8 @@ class TractSegPipeline:
                                                                                 backend, threads)
         self.open_seconds = 0.0
         self.self_check: dict[str, Any] = {"skipped": "not run"}
+        self.part = 0  # the part model loaded (TOM: parts run one at a time)
+        self._open_args: tuple = ()
 
     @classmethod
     def open(cls, artifacts: str | os.PathLike[str] | None = None, output_type: str = "tract_segmentation",
@@ -80,22 +88,50 @@ class TractSegPipeline:
             log.warning("demo weights, not anatomical (%s): the outputs are not tract segmentations",
                         manifest.weights.source)
         threads = cap_threads(threads)
+        first = manifest.parts[0] if manifest.parts else manifest
         try:
-            name, chosen_device = choose(backend, device, manifest, precision)
+            name, chosen_device = choose(backend, device, first, precision)
         except BackendError:
             check_host(precision, "cuda" if device == "cuda" else "cpu")  # the reason, when it is the host
             raise
         check_host(precision, chosen_device)
-        loaded = open_backend(name, chosen_device, manifest, threads, precision)
-        artifact = manifest.find(name, chosen_device, precision=precision)
-        assert artifact is not None  # open_backend found it
-        pipeline = cls(model, manifest, artifact, loaded, threads)
-        if self_check:
-            pipeline.self_check = run_self_check(loaded, manifest, artifact, name, chosen_device)
-        else:
-            pipeline.self_check = {"skipped": "--no-self-check"}
+        pipeline = cls(model, manifest, None, None, threads)  # type: ignore[arg-type]
+        pipeline._open_args = (name, chosen_device, precision, self_check)
+        pipeline._load(0)
         pipeline.open_seconds = round(time.perf_counter() - started, 3)
         return pipeline
+
+    def _load(self, part: int) -> None:
+        """Load the bundle's model (TOM: part ``part``), releasing the one loaded before; self-check it."""
+        name, device, precision, self_check = self._open_args
+        manifest = self.manifest.parts[part] if self.manifest.parts else self.manifest
+        self.backend = None  # type: ignore[assignment]  # one part's model in memory at a time
+        self.backend = open_backend(name, device, manifest, self.threads, precision)
+        self.artifact = manifest.find(name, device, precision=precision)
+        assert self.artifact is not None  # open_backend found it
+        self.part = part
+        checked = run_self_check(self.backend, manifest, self.artifact, name, device) if self_check else \
+            {"skipped": "--no-self-check"}
+        self.self_check = checked if not self.manifest.parts else {**self.self_check, f"part{part + 1}": checked}
+
+    def part_outputs(self, cube: np.ndarray, part: int, progress: Callable[[int], None] | None = None,
+                     source: str = "") -> tuple[np.ndarray, SliceStats]:
+        """A TOM part model's raw outputs for the cube, (3 x its bundles, S, S, S) float32 (loads that part)."""
+        if self.part != part:
+            self._load(part)
+        model = self.model.parts[part]
+        return self._network(cube, model.n_classes, model.directions, progress, source)
+
+    def _network(self, cube: np.ndarray, n_classes: int, directions: tuple[int, ...],
+                 progress: Callable[[int], None] | None, source: str) -> tuple[np.ndarray, SliceStats]:
+        try:
+            return fused_probabilities(cube, self.backend, self.manifest.batch_size, n_classes, progress, directions)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except MemoryError:
+            raise BackendError(f"{self.backend.name}: out of memory during inference on {source}") from None
+        except Exception as error:
+            raise BackendError(f"{self.backend.name} failed during inference: {one_line(error)}") from error
 
     def describe(self) -> str:
         b = self.backend
@@ -106,10 +142,19 @@ class TractSegPipeline:
 
     def read(self, peaks: PeaksInput | ReadPeaks) -> ReadPeaks:
         """The input in memory with every input check made (see :mod:`runtime.checks.input_checks`)."""
-        return read_peaks(peaks, self.manifest.slice_size, self.model.n_classes)
+        return read_peaks(peaks, self.manifest.slice_size, largest_part(self.model).n_classes)
 
-    def predict(self, peaks: PeaksInput | ReadPeaks, progress: Callable[[int], None] | None = None) -> Segmentation:
-        """Segment one subject; ``progress(n)`` is called as slices complete (3 x S in all)."""
+    @property
+    def slices_per_subject(self) -> int:
+        """Slices one subject runs through the network (progress bars): 3 x S, TOM 4 parts x S."""
+        models = self.model.parts or (self.model,)
+        return sum(len(m.directions) for m in models) * self.manifest.slice_size
+
+    def predict(self, peaks: PeaksInput | ReadPeaks, progress: Callable[[int], None] | None = None,
+                masks: str | os.PathLike[str] | None = None) -> Segmentation | TOMResult:
+        """Segment one subject; ``progress(n)`` is called as slices complete (:attr:`slices_per_subject` in all).
+        TOM: a :class:`runtime.tom.TOMResult` whose parts run when its bundles are asked for (``masks``: the
+        bundle segmentations folder its TOMs are masked with)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         given = self.read(peaks)
@@ -126,20 +171,23 @@ class TractSegPipeline:
         del data, cropped
         timings["preprocess"] = round(time.perf_counter() - t0, 3)
 
-        t0 = time.perf_counter()
-        try:
-            fused, stats = fused_probabilities(cube, self.backend, self.manifest.batch_size, self.model.n_classes,
-                                               progress)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except MemoryError:
-            raise BackendError(f"{self.backend.name}: out of memory during inference on {source}") from None
-        except Exception as error:
-            raise BackendError(f"{self.backend.name} failed during inference: {one_line(error)}") from error
-        timings["network"] = round(time.perf_counter() - t0, 3)
         placement = Placement(affine=affine, shape=shape, flip_axes=axes, bbox=bbox, transform=transform)
+        if self.model.parts:
+            def run_part(part: int) -> tuple[np.ndarray, SliceStats]:
+                t1 = time.perf_counter()
+                found = self.part_outputs(cube, part, progress, source)
+                timings["network"] = round(timings.get("network", 0.0) + time.perf_counter() - t1, 3)
+                return found
+
+            return TOMResult(bundles=self.model.bundles, part_bundles=tuple(p.bundles for p in self.model.parts),
+                             source=source, placement=placement, run_part=run_part,
+                             masks=None if masks is None else Path(masks), timings=timings, model=self.model.name)
+        t0 = time.perf_counter()
+        fused, stats = self._network(cube, self.model.n_classes, self.model.directions, progress, source)
+        timings["network"] = round(time.perf_counter() - t0, 3)
         return Segmentation(bundles=self.model.bundles, output_type=self.model.task, source=source, fused=fused,
-                            placement=placement, slices=stats, timings=timings, model=self.model.name)
+                            placement=placement, slices=stats, timings=timings, model=self.model.name,
+                            threshold=self.model.threshold)
 
     def segment(self, peaks: PeaksInput, outdir: str | os.PathLike[str], options: RunOptions | None = None,
                 subject: str | None = None, report: str | os.PathLike[str] | None = None) -> RunReport:
@@ -164,6 +212,11 @@ class TractSegPipeline:
                 "artifact": artifact_record(self.manifest, self.artifact) if self.artifact else None,
                 "backend": backend_record(self.backend, self.manifest.batch_size, self.threads),
                 "precision": self.artifact.precision if self.artifact else "fp32", "self_check": self.self_check}
+
+
+def largest_part(model: Model) -> Model:
+    """The model whose outputs are held at once (TOM: its largest part), for the input's memory estimate."""
+    return max(model.parts, key=lambda m: m.n_classes) if model.parts else model
 
 
 def read_peaks(peaks: PeaksInput | ReadPeaks, size: int = 144, classes: int = 72) -> ReadPeaks:

@@ -51,6 +51,7 @@ class CheckedSubject:
     files: tuple[Path, ...]
     report: Path | None = None
     read_seconds: float = 0.0
+    masks: Path | None = None  # TOM: the bundle segmentations folder, checked
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def check_subject(peaks: PeaksInput | ReadPeaks, outdir: str | os.PathLike[str],
     """Every check a subject's run makes, before a backend is opened: the outputs' locations (none exists
     unless ``options.force``; neither the input nor the report is an output), the extras asked for (Pillow for
     the preview), the input read with all its checks, and the cube's aspect. Raises TractSegError."""
-    from runtime.pipeline import ReadPeaks, read_peaks
+    from runtime.pipeline import ReadPeaks, largest_part, read_peaks
 
     root = Path(outdir)
     report_path = Path(report) if report is not None else None
@@ -97,11 +98,17 @@ def check_subject(peaks: PeaksInput | ReadPeaks, outdir: str | os.PathLike[str],
     check_outputs(files, options.force, report_path, inputs=source)
     preview_dependency_check(options.preview)
     started = time.perf_counter()
-    given = read_peaks(peaks, manifest.slice_size, options.model.n_classes)
+    given = read_peaks(peaks, manifest.slice_size, largest_part(options.model).n_classes)
     read_seconds = round(time.perf_counter() - started, 3)
     _, bbox = crop_to_nonzero(flip(given.data, mni_flip_axes(given.affine)))
     check_cube_aspect(given.source, tuple(b - a for a, b in bbox))
-    return CheckedSubject(given, root, tuple(files), report_path, read_seconds)
+    masks = None
+    if options.model.task == "TOM":
+        from runtime.tom import check_masks, default_masks_dir
+
+        masks = check_masks(options.tract_segmentations_path or default_masks_dir(root), options.model.bundles,
+                            given.data.shape[:3], given.affine)
+    return CheckedSubject(given, root, tuple(files), report_path, read_seconds, masks)
 
 
 class Progress:
@@ -176,10 +183,13 @@ def run_subject(pipeline: TractSegPipeline, checked: CheckedSubject, options: Ru
     shape = given.data.shape[:3]
     with output_folder(checked.outdir, list(checked.files), options.force, needed_bytes(options, shape),
                        options.other_layout_files(checked.outdir)) as staged:
-        with progress.bar(3 * pipeline.manifest.slice_size, "slice", "network") as advance:
-            segmentation = pipeline.predict(given, advance)
-        del given
-        written, write_timings = write_segmentation(segmentation, staged, options, name, background, progress)
+        with progress.bar(pipeline.slices_per_subject, "slice", "network") as advance:
+            segmentation = pipeline.predict(given, advance, checked.masks)
+            del given
+            if checked.masks is not None:  # TOM: the parts run while the bundles are written
+                written, write_timings = write_segmentation(segmentation, staged, options, name, None, None)
+        if checked.masks is None:
+            written, write_timings = write_segmentation(segmentation, staged, options, name, background, progress)
     timings = {**segmentation.timings, "load": checked.read_seconds, **write_timings,
                "total": round(time.perf_counter() - started + checked.read_seconds, 3)}
     stats = segmentation.slices

@@ -160,8 +160,11 @@ def test_single_file_names_and_options() -> None:
     assert output_paths("tract_segmentation", ["CA"], False, False, out, tract_segmentation_dir="segs") == \
         [out / "segs" / "CA.nii.gz"]
     assert default_output_dir("/data/subj/peaks.nii.gz") == Path("/data/subj/tractseg_output")
+    assert output_paths("TOM", ["CA"], False, False, out) == [out / "TOM" / "CA.nii.gz"]  # bin/TractSeg's names
+    assert output_paths("dm_regression", ["CA"], True, False, out) == [out / "bundle_density_maps.nii.gz"]
+    assert output_paths("dm_regression", ["CA"], False, False, out) == [out / "dm_regression" / "CA.nii.gz"]
     with pytest.raises(ValueError):
-        output_paths("TOM", ["CA"], False, False, out)
+        output_paths("peak_regression", ["CA"], False, False, out)
 
 
 def test_output_dtypes() -> None:

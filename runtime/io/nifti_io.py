@@ -165,6 +165,14 @@ def output_paths(output_type: str, bundles: Sequence[str], single_output_file: b
         if single_output_file:
             return [root / "bundle_endings.nii.gz"]
         return [root / "endings_segmentations" / f"{bundle}.nii.gz" for bundle in bundles]
+    if output_type == "TOM":  # upstream's single file name, although its CLI refuses --single_output_file for TOM
+        if single_output_file:
+            return [root / "bundle_TOMs.nii.gz"]
+        return [root / "TOM" / f"{bundle}.nii.gz" for bundle in bundles]
+    if output_type == "dm_regression":
+        if single_output_file:
+            return [root / "bundle_density_maps.nii.gz"]
+        return [root / "dm_regression" / f"{bundle}.nii.gz" for bundle in bundles]
     raise ValueError(f"unsupported output_type {output_type!r}; expected one of {OUTPUT_TYPES}")
 
 
@@ -178,10 +186,11 @@ def output_dtype(output_type: str, get_probabilities: bool, postprocess: bool = 
       array -- except when *every* bundle mask is empty: then each bundle is returned unchanged as uint8 and the
       stacked result stays uint8 (``all_masks_empty=True``).
     * tract_segmentation with ``--no_postprocess``: uint8 (``bundle_specific_postprocessing``).
+    * TOM and dm_regression: float32 (the network's float32 outputs, masked / thresholded).
     """
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"unsupported output_type {output_type!r}; expected one of {OUTPUT_TYPES}")
-    if get_probabilities:
+    if get_probabilities or output_type in ("TOM", "dm_regression"):
         return np.dtype(np.float32)
     if output_type == "endings_segmentation":
         return np.dtype(np.int16)

@@ -29,13 +29,20 @@ XTRACT_BUNDLES: tuple[str, ...] = (
     "slf2_l", "slf2_r", "slf3_l", "slf3_r", "str_l", "str_r", "uf_l", "uf_r", "vof_l", "vof_r",
 )
 
-TASKS = ("tract_segmentation", "endings_segmentation")
+TASKS = ("tract_segmentation", "endings_segmentation", "TOM", "dm_regression")
 TRACT_DEFINITIONS = ("TractQuerier+", "xtract")
 
 
 @dataclass(frozen=True)
 class Model:
-    """One upstream pretrained model: what it segments and where its weights live."""
+    """One upstream pretrained model: what it outputs, how it runs and where its weights live.
+
+    Mirrors (TractSeg 2.10): ``channels_per_bundle`` 3 for TOM (``NR_OF_CLASSES = 3 * len(bundles)``); ``linear``:
+    no sigmoid (``BaseModel.predict`` for peak_regression / dm_regression); ``upsample``: the deep-supervision
+    ``nn.Upsample`` mode (``Peaks_AngL`` -> ``peak_reg``: nearest); ``directions``: the slice axes run and averaged
+    (TOM: ``bin/TractSeg`` forces ``single_orientation``, ``SLICE_DIRECTION = "y"``); ``threshold``: dm_regression's
+    ``seg[seg < Config.THRESHOLD] = 0`` in ``bin/TractSeg`` (``DmReg``: 0.01, ``DmReg_All_xtract_PeakRot4``:
+    0.0001). ``parts``: TOM's four part models (``All_Part1``..``All_Part4``), each with its own weights."""
 
     task: str
     tract_definition: str
@@ -43,16 +50,42 @@ class Model:
     zenodo_record: int
     zenodo_file: str
     local_name: str
+    channels_per_bundle: int = 1
+    linear: bool = False
+    upsample: str = "bilinear"
+    directions: tuple[int, ...] = (0, 1, 2)
+    threshold: float | None = None
+    part: str = ""  # "Part1".."Part4" for a TOM part model
+    parts: tuple[Model, ...] = ()
 
     @property
     def n_classes(self) -> int:
-        return len(self.bundles)
+        """The network's output channels (TOM's whole model: the sum over its parts)."""
+        return len(self.bundles) * self.channels_per_bundle
 
     @property
     def name(self) -> str:
-        return self.task if self.tract_definition == "TractQuerier+" else f"{self.task}_xtract"
+        base = self.task if self.tract_definition == "TractQuerier+" else f"{self.task}_xtract"
+        return f"{base}_{self.part.lower()}" if self.part else base
 
 
+TOM_PART_SIZE = 18  # upstream's All_Part1..All_Part4: TRACTQUERIER_BUNDLES in four consecutive runs of 18
+# Zenodo record and file of each TOM part (tractseg.libs.utils.download_pretrained_weights)
+TOM_WEIGHTS = ((3239216, "best_weights_ep62.npz"), (3239220, "best_weights_ep130.npz"),
+               (3239221, "best_weights_ep91.npz"), (3239222, "best_weights_ep148.npz"))
+
+
+def _tom_part(index: int) -> Model:
+    record, file = TOM_WEIGHTS[index]
+    return Model("TOM", "TractQuerier+", TRACTQUERIER_BUNDLES[index * TOM_PART_SIZE:(index + 1) * TOM_PART_SIZE],
+                 record, file, f"pretrained_weights_peak_regression_part{index + 1}_v2.npz", channels_per_bundle=3,
+                 linear=True, upsample="nearest", directions=(1,), part=f"Part{index + 1}")
+
+
+TOM_MODEL = Model("TOM", "TractQuerier+", TRACTQUERIER_BUNDLES, 0, "", "", channels_per_bundle=3, linear=True,
+                  upsample="nearest", directions=(1,), parts=tuple(_tom_part(i) for i in range(4)))
+
+# Every upstream weights file (TOM: its four parts; the whole TOM model is TOM_MODEL, found by model_for)
 MODELS: tuple[Model, ...] = (
     Model("tract_segmentation", "TractQuerier+", TRACTQUERIER_BUNDLES, 3518348, "best_weights_ep220.npz",
           "pretrained_weights_tract_segmentation_v3.npz"),
@@ -60,14 +93,19 @@ MODELS: tuple[Model, ...] = (
           "pretrained_weights_endings_segmentation_v4.npz"),
     Model("tract_segmentation", "xtract", XTRACT_BUNDLES, 3634539, "best_weights_ep266.npz",
           "pretrained_weights_tract_segmentation_xtract_v1.npz"),
+    *TOM_MODEL.parts,
+    Model("dm_regression", "TractQuerier+", TRACTQUERIER_BUNDLES, 3518346, "best_weights_ep199.npz",
+          "pretrained_weights_dm_regression_v2.npz", linear=True, threshold=0.01),
+    Model("dm_regression", "xtract", XTRACT_BUNDLES, 3634549, "best_weights_ep207.npz",
+          "pretrained_weights_dm_regression_xtract_v1.npz", linear=True, threshold=0.0001),
 )
 
 
 def model_for(task: str, tract_definition: str = "TractQuerier+") -> Model:
     """The upstream model for a task and tract definition, or a ValueError naming what is supported."""
-    for m in MODELS:
-        if m.task == task and m.tract_definition == tract_definition:
+    for m in (TOM_MODEL, *MODELS):
+        if m.task == task and m.tract_definition == tract_definition and not m.part:
             return m
-    supported = ", ".join(f"{m.task}/{m.tract_definition}" for m in MODELS)
+    supported = ", ".join(f"{m.task}/{m.tract_definition}" for m in (TOM_MODEL, *MODELS) if not m.part)
     raise ValueError(f"no upstream model for task {task!r} with tract definition {tract_definition!r} "
                      f"(supported: {supported})")

@@ -33,8 +33,11 @@ class ModelInfo:
     task: str  # tract_segmentation | endings_segmentation
     tract_definition: str  # TractQuerier+ | xtract
     n_classes: int
-    bundles: tuple[str, ...]  # output channel names, in order
+    bundles: tuple[str, ...]  # output names, in order (TOM: each has channels_per_bundle = 3 channels)
     architecture: str = "UNet_Pytorch_DeepSup (n_filt 64)"
+    channels_per_bundle: int = 1  # TOM: 3 (x, y, z of the bundle's orientation)
+    linear: bool = False  # raw network outputs (TOM, dm_regression), not sigmoid probabilities
+    part: str = ""  # "Part1".."Part4": one of TOM's part models
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,9 @@ class Manifest:
     exported_at: str
     format_version: int = FORMAT_VERSION
     self_check: SelfCheck | None = None
+    # TOM: its part models, run one at a time; each is a one-model Manifest over this bundle's root and files.
+    # The whole then has no artifacts of its own; its input / output specs are the first part's.
+    parts: tuple[Manifest, ...] = ()
 
     task = property(lambda self: self.model.task)
     tract_definition = property(lambda self: self.model.tract_definition)
@@ -121,9 +127,17 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (what export/ writes; :func:`load_manifest` reads it back to an equal Manifest)."""
+        if self.parts:
+            return {"format_version": self.format_version, "model": self._model_dict(),
+                    "weights": dataclasses.asdict(self.weights),
+                    "parts": [{k: v for k, v in part.to_dict().items() if k not in ("format_version", "files",
+                                                                                     "versions", "exported_at")}
+                              for part in self.parts],
+                    "files": {rel: dataclasses.asdict(entry) for rel, entry in self.files.items()},
+                    "versions": self.versions, "exported_at": self.exported_at}
         return {
             "format_version": self.format_version,
-            "model": {**dataclasses.asdict(self.model), "bundles": list(self.model.bundles)},
+            "model": self._model_dict(),
             "function": {"input": _tensor_dict(self.input), "output": _tensor_dict(self.output),
                          "contains": self.contains},
             "weights": dataclasses.asdict(self.weights),
@@ -134,6 +148,9 @@ class Manifest:
             "exported_at": self.exported_at,
             "self_check": None if self.self_check is None else dataclasses.asdict(self.self_check),
         }
+
+    def _model_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self.model), "bundles": list(self.model.bundles)}
 
     def write(self) -> Path:
         path = self.root / MANIFEST_NAME
@@ -192,6 +209,19 @@ class Manifest:
                 f"{self.n_classes} classes, but {task}/{tract_definition} with {n_classes} classes was requested")
 
 
+def _from_fields(root: Path, fields: dict[str, Any]) -> Manifest:
+    return Manifest(
+        root=root, format_version=fields["format_version"],
+        model=ModelInfo(**fields["model"]),
+        input=TensorSpec(**fields["input"]), output=TensorSpec(**fields["output"]), contains=fields["contains"],
+        weights=WeightsInfo(**fields["weights"]),
+        artifacts=tuple(Artifact(**a) for a in fields["artifacts"]),
+        files={rel: FileEntry(**entry) for rel, entry in fields["files"].items()},
+        versions=fields["versions"], exported_at=fields["exported_at"],
+        self_check=None if fields["self_check"] is None else SelfCheck(**fields["self_check"]),
+        parts=tuple(_from_fields(root, part) for part in fields["parts"]))
+
+
 def _tensor_dict(spec: TensorSpec) -> dict[str, Any]:
     return {**dataclasses.asdict(spec), "shape": list(spec.shape)}
 
@@ -220,16 +250,7 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
         raise ArtifactError(f"{path}: not valid JSON ({' '.join(str(e).split())[:120]})") from None
     except OSError as e:
         raise ArtifactError(f"{path}: cannot be read ({e.strerror or e})") from None
-    fields = parse_manifest(raw, path, FORMAT_VERSION, PEAK_CHANNELS)
-    manifest = Manifest(
-        root=root, format_version=fields["format_version"],
-        model=ModelInfo(**fields["model"]),
-        input=TensorSpec(**fields["input"]), output=TensorSpec(**fields["output"]), contains=fields["contains"],
-        weights=WeightsInfo(**fields["weights"]),
-        artifacts=tuple(Artifact(**a) for a in fields["artifacts"]),
-        files={rel: FileEntry(**entry) for rel, entry in fields["files"].items()},
-        versions=fields["versions"], exported_at=fields["exported_at"],
-        self_check=None if fields["self_check"] is None else SelfCheck(**fields["self_check"]))
+    manifest = _from_fields(root, parse_manifest(raw, path, FORMAT_VERSION, PEAK_CHANNELS))
     for rel, entry in manifest.files.items():
         file = root / rel
         if not file.is_file():

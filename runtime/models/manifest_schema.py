@@ -21,11 +21,11 @@ SEED_SOURCE = re.compile(r"random \(seed (\d+), He-scaled\)")  # bundles written
 
 
 class _Checker:
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, prefix: str = ""):
+        self.path, self.prefix = path, prefix
 
     def fail(self, where: str, what: str) -> ArtifactError:
-        return ArtifactError(f"{self.path}: invalid manifest: {where} {what}")
+        return ArtifactError(f"{self.path}: invalid manifest: {self.prefix}{where} {what}")
 
     def get(self, obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
             optional: bool = False, default: Any = None) -> Any:
@@ -82,26 +82,46 @@ def _conv_algorithms(c: _Checker, entry: dict[str, Any], where: str) -> dict[str
     return dict(found)
 
 
-def parse_manifest(raw: Any, path: Path, format_version: int, channels: int) -> dict[str, Any]:
-    """Validated fields of a manifest document (see module docstring); raises ArtifactError."""
-    c = _Checker(path)
+def _model(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
+    """The model section; ``channels_per_bundle`` (TOM: 3), ``linear`` and ``part`` are absent in bundles
+    exported before TOM / dm_regression existed (1, false, "")."""
+    model = c.section(raw, "model")
+    n_classes = c.get(model, "n_classes", int, "model")
+    bundles = c.str_list(model, "bundles", "model")
+    per_bundle = c.get(model, "channels_per_bundle", int, "model", True, 1)
+    if n_classes < 1 or per_bundle < 1:
+        raise c.fail("model.n_classes", f"must be at least 1, not {n_classes} ({per_bundle} per bundle)")
+    if len(bundles) * per_bundle != n_classes or len(set(bundles)) != len(bundles):
+        raise c.fail("model.bundles", f"must be {n_classes // per_bundle} distinct names (got {len(bundles)})")
+    return {"task": c.get(model, "task", str, "model"),
+            "tract_definition": c.get(model, "tract_definition", str, "model"),
+            "n_classes": n_classes, "bundles": bundles,
+            "architecture": c.get(model, "architecture", str, "model", True, ""),
+            "channels_per_bundle": per_bundle, "linear": c.get(model, "linear", bool, "model", True, False),
+            "part": c.get(model, "part", str, "model", True, "")}
+
+
+SHARED = ("format_version", "files", "versions", "exported_at")  # a part's keys taken from the whole manifest
+
+
+def parse_manifest(raw: Any, path: Path, format_version: int, channels: int, prefix: str = "") -> dict[str, Any]:
+    """Validated fields of a manifest document (see module docstring); raises ArtifactError.
+
+    A bundle of several part models (TOM) has ``parts``: a list of entries with their own ``model``,
+    ``function``, ``weights``, ``artifacts`` and ``self_check``, sharing the whole document's ``files``; each is
+    checked like a one-model manifest and returned under ``parts``; the whole has no ``function`` or
+    ``artifacts`` of its own (its input / output fields are the first part's)."""
+    c = _Checker(path, prefix)
     if not isinstance(raw, dict):
         raise ArtifactError(f"{path}: invalid manifest: must be a JSON object, not {_json_type(raw)}")
     version = c.get(raw, "format_version", int, "manifest")
     if version != format_version:
         raise c.fail("format_version", f"is {version}, this runtime reads {format_version}")
+    if "parts" in raw and not prefix:
+        return _parse_parts(c, raw, path, format_version, channels)
 
-    model = c.section(raw, "model")
-    n_classes = c.get(model, "n_classes", int, "model")
-    bundles = c.str_list(model, "bundles", "model")
-    if n_classes < 1:
-        raise c.fail("model.n_classes", f"must be at least 1, not {n_classes}")
-    if len(bundles) != n_classes or len(set(bundles)) != n_classes:
-        raise c.fail("model.bundles", f"must be {n_classes} distinct names (got {len(bundles)})")
-    model_fields = {"task": c.get(model, "task", str, "model"),
-                    "tract_definition": c.get(model, "tract_definition", str, "model"),
-                    "n_classes": n_classes, "bundles": bundles,
-                    "architecture": c.get(model, "architecture", str, "model", True, "")}
+    model_fields = _model(c, raw)
+    n_classes = model_fields["n_classes"]
 
     function = c.section(raw, "function")
     tensors = {}
@@ -180,8 +200,35 @@ def parse_manifest(raw: Any, path: Path, format_version: int, channels: int) -> 
             raise c.fail("self_check", "needs a path listed under files and a stride >= 1")
 
     versions = c.section(raw, "versions")
-    return {"self_check": self_check, "format_version": version, "model": model_fields, "input": tensors["input"],
+    return {"parts": (), "self_check": self_check, "format_version": version, "model": model_fields, "input": tensors["input"],
             "output": tensors["output"], "contains": c.section(function, "contains", "function", optional=True),
             "weights": weights_fields, "artifacts": artifacts, "files": files,
             "versions": {str(k): str(v) for k, v in versions.items()},
             "exported_at": c.get(raw, "exported_at", str, "manifest")}
+
+
+def _parse_parts(c: _Checker, raw: dict[str, Any], path: Path, format_version: int,
+                 channels: int) -> dict[str, Any]:
+    entries = c.get(raw, "parts", list, "manifest")
+    if not entries:
+        raise c.fail("parts", "is empty (nothing to run)")
+    parts = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise c.fail(f"parts[{index}]", f"must be an object, not {_json_type(entry)}")
+        parts.append(parse_manifest({**entry, **{k: raw[k] for k in SHARED if k in raw}}, path, format_version,
+                                    channels, prefix=f"parts[{index}]."))
+    model = _model(c, raw)
+    names = tuple(b for part in parts for b in part["model"]["bundles"])
+    if names != model["bundles"]:
+        raise c.fail("parts", "bundles, in order, are not the whole model's bundles")
+    if len({part["input"]["shape"] for part in parts}) != 1:
+        raise c.fail("parts", "have different input shapes")
+    first = parts[0]
+    weights = c.section(raw, "weights")
+    return {**first, "model": model, "artifacts": [], "self_check": None, "parts": tuple(parts),
+            "weights": {"source": c.get(weights, "source", str, "weights"),
+                        "sha256": c.get(weights, "sha256", (str, type(None)), "weights"),
+                        "demo": c.get(weights, "demo", bool, "weights"),
+                        "seed": c.get(weights, "seed", (int, type(None)), "weights", True),
+                        "note": c.get(weights, "note", str, "weights", True, "")}}

@@ -67,11 +67,13 @@ def _run(backend: Backend, batch: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def fused_probabilities(cube: np.ndarray, backend: Backend, batch_size: int, n_classes: int,
-                        progress: Progress | None = None) -> tuple[np.ndarray, SliceStats]:
+                        progress: Progress | None = None,
+                        directions: tuple[int, ...] = (0, 1, 2)) -> tuple[np.ndarray, SliceStats]:
     """Mean over the x, y and z directions of the per-slice probabilities of ``cube`` (S, S, S, 9) float32.
 
     Returns ``(fused (C, S, S, S) float32, stats)``; ``fused[c]`` is upstream's ``mean_fusion(...)[..., c]``.
-    ``progress(n)`` is called after every batch with the number of slices it completed.
+    ``progress(n)`` is called after every batch with the number of slices it completed. ``directions=(1,)``
+    (TOM): upstream's ``single_orientation`` path, ``trainer.predict_img`` along y: the outputs themselves, no mean.
     """
     if cube.ndim != 4 or cube.shape[3] != 9 or len(set(cube.shape[:3])) != 1 or cube.dtype != np.float32:
         raise ValueError(f"expected a float32 cube (S, S, S, 9), got {cube.dtype}{cube.shape}")
@@ -82,11 +84,11 @@ def fused_probabilities(cube: np.ndarray, backend: Backend, batch_size: int, n_c
     zero_output: np.ndarray | None = None
     run = skipped = batches = 0
 
-    for axis, _ in enumerate(DIRECTIONS):
+    for axis in directions:
         others = tuple(a for a in range(3) if a != axis)
         nonzero = occupied.any(axis=others)
         view = np.moveaxis(acc, axis + 1, 1)  # (C, S, a, b): slice index at 1, as upstream's transpose
-        first = axis == 0
+        first = axis == directions[0]
         empty = np.flatnonzero(~nonzero)
         if len(empty):
             if zero_output is None:
@@ -112,5 +114,6 @@ def fused_probabilities(cube: np.ndarray, backend: Backend, batch_size: int, n_c
             batches += 1
             if progress:
                 progress(n)
-    acc /= np.float32(3)
-    return acc, SliceStats(slices=3 * size, run=run, skipped=skipped, batches=batches)
+    if len(directions) > 1:
+        acc /= np.float32(len(directions))
+    return acc, SliceStats(slices=len(directions) * size, run=run, skipped=skipped, batches=batches)

@@ -53,6 +53,7 @@ class Segmentation:
     slices: SliceStats | None = None
     timings: dict[str, float] = field(default_factory=dict)
     model: str = ""  # the model's name (runtime.models.bundles.Model.name), recorded in statistics' _meta
+    threshold: float | None = None  # dm_regression: written values below it are 0 (upstream's Config.THRESHOLD)
 
     @property
     def affine(self) -> np.ndarray:
@@ -67,7 +68,7 @@ class Segmentation:
         return OutputSpec(output_type=self.output_type, bundles=self.bundles, paths=paths,
                           single_file=options.single_file, probabilities=options.probabilities,
                           postprocess=options.postprocess, affine=p.affine, flip_axes=p.flip_axes,
-                          transform=p.transform, bbox=p.bbox, shape=p.shape)
+                          transform=p.transform, bbox=p.bbox, shape=p.shape, threshold=self.threshold)
 
     def _index(self, name: str) -> int:
         try:

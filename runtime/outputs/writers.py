@@ -39,6 +39,7 @@ class OutputSpec:
     transform: Transform
     bbox: BBox
     shape: tuple[int, int, int]  # the input grid
+    threshold: float | None = None  # dm_regression: values below it set to 0 (bin/TractSeg, Config.THRESHOLD)
 
     @property
     def removes_blobs(self) -> bool:
@@ -51,13 +52,15 @@ class OutputSpec:
 
 def bundle_volume(prob_cube: np.ndarray, name: str, spec: OutputSpec) -> tuple[np.ndarray, bool]:
     """One bundle in the input's grid and axis order, and whether it had a voxel before blob removal."""
-    if spec.probabilities:
+    if spec.probabilities or spec.output_type == "dm_regression":
         volume = prob_cube
     elif spec.output_type == "tract_segmentation":
         volume = tract_mask(prob_cube, name)
     else:
         volume = endings_mask(prob_cube)
     volume = to_original_space(volume, spec.transform, spec.bbox, spec.shape)
+    if spec.threshold is not None:
+        volume[volume < spec.threshold] = 0  # a new array: fused is untouched
     had_voxels = bool(volume.any())
     if spec.removes_blobs and had_voxels:
         volume = remove_small_blobs(volume)

@@ -1,0 +1,124 @@
+"""python -m benchmarks.tom: TOM on an HCP-size subject, ours (python -m runtime.run --output_type TOM) against
+upstream's CLI (TractSeg --output_type TOM) on identical weights and input, same machine, one after the other:
+wall time and peak resident memory of each process tree (sampled every 50 ms), the outputs compared, and ours
+for tract_segmentation beside them (the figure TOM must stay under).
+
+    python -m benchmarks.tom --out /tmp/tom-bench [--tract-bundle DIR] [--shape 145 174 145]
+
+Weights: upstream-format checkpoints of the four parts (random He-scaled, upstream's network with nearest
+upsampling), made under --out unless present; our bundle is exported from them (S=144, ONNX, CPU). Upstream reads
+TOM weights from ~/.tractseg whatever TRACTSEG_WEIGHTS_DIR says, so its process gets HOME=<out>/home.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from benchmarks.machine import machine_info
+from benchmarks.subject import make_input
+from benchmarks.tracking import run_measured, upstream_script
+from runtime.models.bundles import model_for
+
+SEEDS = (101, 102, 103, 104)
+TOM = model_for("TOM")
+
+
+def checkpoints(folder: Path) -> Path:
+    from benchmarks.upstream_net import save_upstream_checkpoint, upstream_network
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, seed in zip(TOM.parts, SEEDS):
+        if not (folder / part.local_name).is_file():
+            save_upstream_checkpoint(upstream_network(part.n_classes, seed, "nearest"), folder / part.local_name)
+    return folder
+
+
+def masks(folder: Path, peaks: Path) -> Path:
+    """One blob mask per bundle on the peaks' grid (int32, as upstream's tract_segmentation writes them)."""
+    from scipy import ndimage
+
+    image = nib.load(peaks)
+    if folder.is_dir():
+        return folder
+    work = folder.with_name(folder.name + ".partial")
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    brain = np.asarray(image.dataobj[..., 0]) != 0
+    for name in TOM.bundles:
+        noise = ndimage.gaussian_filter(rng.normal(size=image.shape[:3]).astype(np.float32), sigma=4)
+        mask = ((noise > np.quantile(noise, 0.9)) & brain).astype(np.int32)
+        nib.save(nib.Nifti1Image(mask, image.affine), work / f"{name}.nii.gz")
+    work.rename(folder)
+    return folder
+
+
+def compare(ours: Path, theirs: Path) -> dict[str, float]:
+    worst, mismatched, both_total = 0.0, 0, 0
+    for name in TOM.bundles:
+        a = np.asarray(nib.load(ours / f"{name}.nii.gz").dataobj)
+        b = np.asarray(nib.load(theirs / f"{name}.nii.gz").dataobj)
+        on_a, on_b = a.any(axis=-1), b.any(axis=-1)
+        mismatched += int((on_a != on_b).sum())
+        both = on_a & on_b
+        both_total += int(both.sum())
+        if both.any():
+            worst = max(worst, float(np.abs(a[both] - b[both]).max()))
+    return {"max_abs_unit_vectors": worst, "nonzero_mismatch_voxels": mismatched, "nonzero_voxels": both_total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.tom", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--shape", type=int, nargs=3, default=(145, 174, 145))
+    p.add_argument("--tract-bundle", type=Path, help="an S=144 tract_segmentation bundle: its run is measured too")
+    p.add_argument("--skip-upstream", action="store_true")
+    args = p.parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    weights = checkpoints(out / "home" / ".tractseg")
+    bundle = out / "tom-bundle"
+    if not (bundle / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "export", "--task", "TOM", "--weights-dir", str(weights), "--formats",
+                        "onnx", "--platforms", "cpu", "--out", str(bundle), "--force"], check=True)
+    peaks = make_input(out, tuple(args.shape), 1)
+    mask_dir = masks(out / "masks", peaks)
+    results: dict[str, object] = {"machine": machine_info(), "shape": list(args.shape)}
+    ours = out / "ours"
+    subprocess.run(["rm", "-rf", str(ours), str(out / "upstream"), str(out / "tract")], check=True)
+    seconds, peak, _ = run_measured([sys.executable, "-m", "runtime.run", str(peaks), "-o", str(ours), "--artifacts",
+                                     str(bundle), "--output_type", "TOM", "--tract_segmentations_path",
+                                     str(mask_dir), "--quiet"])
+    results["ours_tom"] = {"wall_s": round(seconds, 1), "peak_rss_mib": round(peak)}
+    print(f"ours TOM: {seconds:.1f} s, {peak:.0f} MiB", flush=True)
+    if args.tract_bundle:
+        seconds, peak, _ = run_measured([sys.executable, "-m", "runtime.run", str(peaks), "-o", str(out / "tract"),
+                                         "--artifacts", str(args.tract_bundle), "--quiet"])
+        results["ours_tract_segmentation"] = {"wall_s": round(seconds, 1), "peak_rss_mib": round(peak)}
+        print(f"ours tract_segmentation: {seconds:.1f} s, {peak:.0f} MiB", flush=True)
+    if not args.skip_upstream:
+        home = os.environ.get("HOME")
+        os.environ["HOME"] = str(out / "home")  # upstream's TOM weights: ~/.tractseg (TRACT_SEG_HOME)
+        try:
+            seconds, peak, _ = run_measured([str(upstream_script("TractSeg")), "-i", str(peaks), "-o",
+                                             str(out / "upstream"), "--output_type", "TOM",
+                                             "--tract_segmentations_path", str(mask_dir)])
+        finally:
+            if home is not None:
+                os.environ["HOME"] = home
+        results["upstream_tom"] = {"wall_s": round(seconds, 1), "peak_rss_mib": round(peak)}
+        print(f"upstream TOM: {seconds:.1f} s, {peak:.0f} MiB", flush=True)
+        results["parity"] = compare(ours / "TOM", out / "upstream" / "TOM")
+        print(f"parity: {results['parity']}", flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
