@@ -110,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
         for engine in engines:
             _, timings, wall = run_engine(engine, hcp, args.threads, out / f"hcp-{engine}")
             report["hcp"][engine] = {"timings_s": timings, "wall_s": wall}
-            print(f"[diffusion] hcp {engine}: {wall} s", file=sys.stderr)
+            print(f"[diffusion] hcp {engine}: {wall} s {timings}", file=sys.stderr, flush=True)
         shutil.rmtree(out / "hcp", ignore_errors=True)
     report["machine"]["load_avg_end"] = list(__import__("os").getloadavg())
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")

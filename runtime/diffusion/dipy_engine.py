@@ -138,7 +138,7 @@ def run(inputs: DiffusionInputs, mask: np.ndarray | None, nthreads: int | None) 
     start = time.perf_counter()
     signals = data[mask].astype(float)
     chunks = [signals[i:i + CHUNK_VOXELS] for i in range(0, len(signals), CHUNK_VOXELS)]
-    workers = max(1, min(nthreads or os.cpu_count() or 1, len(chunks)))
+    workers = max(1, min(nthreads if nthreads and nthreads > 0 else len(os.sched_getaffinity(0)), len(chunks)))
     if workers == 1:
         _init_worker(model)
         parts = [_fit_chunk(c) for c in chunks]
