@@ -16,7 +16,6 @@ from typing import Any
 from export.bundle import FORMATS, PLATFORMS, ExportRequest
 from export.conv_plan import CHOICES
 from export.precisions import MIN_DICE
-from export.verify import TOLERANCE
 from runtime.models.bundles import TASKS, TRACT_DEFINITIONS, Model, model_for
 from runtime.models.manifest import PRECISIONS, WeightsInfo
 
