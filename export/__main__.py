@@ -136,8 +136,9 @@ def export_parts(args: argparse.Namespace, request: ExportRequest) -> int:
     from export.weights import WeightsError
 
     if args.weights is not None:
+        names = ", ".join(p.local_name for p in request.model.parts)
         raise WeightsError(f"--task {request.model.task} has {len(request.model.parts)} part models: give "
-                           f"--weights-dir DIR with upstream's files ({', '.join(p.local_name for p in request.model.parts)})")
+                           f"--weights-dir DIR with upstream's files ({names})")
     if args.save_weights:
         raise WeightsError("--save-weights is not supported for part models")
     if args.weights_dir is not None:

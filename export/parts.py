@@ -27,7 +27,8 @@ def build_parts_bundle(networks: Sequence[Callable[[], TractSeg]], request: Expo
     if len(networks) != len(model.parts) or len(weights) != len(model.parts):
         raise ValueError(f"{model.name} has {len(model.parts)} parts, got {len(networks)} networks")
     if request.precisions != ("fp32",):
-        raise ValueError(f"{model.name}: only fp32 is exported for part models (asked: {', '.join(request.precisions)})")
+        raise ValueError(f"{model.name}: only fp32 is exported for part models "
+                         f"(asked: {', '.join(request.precisions)})")
     if request.out.exists() and not request.force:
         raise FileExistsError(f"{request.out} exists (use --force to replace it)")
     work = request.out.with_name(request.out.name + ".partial")

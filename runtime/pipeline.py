@@ -97,6 +97,8 @@ class TractSegPipeline:
         check_host(precision, chosen_device)
         pipeline = cls(model, manifest, None, None, threads)  # type: ignore[arg-type]
         pipeline._open_args = (name, chosen_device, precision, self_check)
+        if manifest.parts:
+            pipeline.self_check = {}  # one entry per part, as each is loaded
         pipeline._load(0)
         pipeline.open_seconds = round(time.perf_counter() - started, 3)
         return pipeline

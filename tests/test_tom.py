@@ -56,14 +56,28 @@ def test_manifest_holds_four_parts(tom_bundle):
     assert "artifacts" not in raw and len(raw["parts"]) == 4
 
 
-def test_tom_equals_upstream_without_jax(tom_bundle, subject, tmp_path, monkeypatch, request):
+@pytest.fixture(scope="module")
+def expected(subject, request) -> np.ndarray:
+    """Upstream's TOMs for the subject: (X, Y, Z, 3 x 72), as bin/TractSeg writes them."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return upstream_run(monkeypatch, subject[0], weights_dir(request.config), SIZE, "TOM", subject[1])
+
+
+def compare(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, int, int]:
+    """(max abs difference where both are nonzero, voxels nonzero on one side only, voxels nonzero on both)."""
+    ours_on, theirs_on = np.any(ours != 0, axis=-1), np.any(theirs != 0, axis=-1)
+    both = ours_on & theirs_on
+    worst = float(np.abs(ours[both] - theirs[both]).max()) if both.any() else 0.0
+    return worst, int((ours_on != theirs_on).sum()), int(both.sum())
+
+
+def test_tom_equals_upstream_without_jax(tom_bundle, subject, expected, tmp_path):
     """Our CLI in a process where jax/torch/export cannot be imported, against upstream's run_tractseg."""
     peaks, masks = subject
     out = tmp_path / "out"
     done = run_module("runtime.run", str(peaks), "-o", str(out), "--artifacts", str(tom_bundle),
                       "--output_type", "TOM", "--tract_segmentations_path", str(masks), "--quiet", timeout=600)
     assert done.returncode == 0, done.stderr
-    expected = upstream_run(monkeypatch, peaks, weights_dir(request.config), SIZE, "TOM", masks)
     assert sorted(p.name for p in (out / "TOM").iterdir()) == sorted(f"{b}.nii.gz" for b in TOM.bundles)
     worst, mismatched, inside = 0.0, 0, 0
     for index, name in enumerate(TOM.bundles):
@@ -71,19 +85,70 @@ def test_tom_equals_upstream_without_jax(tom_bundle, subject, tmp_path, monkeypa
         theirs = expected[..., 3 * index:3 * index + 3]
         assert ours.shape == (*SHAPE, 3) and ours.dtype == np.float32 == theirs.dtype
         assert np.allclose(image.affine, FLIPPED)
-        ours_on, theirs_on = np.any(ours != 0, axis=-1), np.any(theirs != 0, axis=-1)
-        mismatched += int((ours_on != theirs_on).sum())
-        both = ours_on & theirs_on
-        inside += int(both.sum())
-        if both.any():
-            worst = max(worst, float(np.abs(ours[both] - theirs[both]).max()))
-            np.testing.assert_allclose(np.linalg.norm(ours[both], axis=-1), 1.0, atol=1e-5)
+        bundle_worst, bundle_mismatched, bundle_inside = compare(ours, theirs)
+        worst, mismatched, inside = max(worst, bundle_worst), mismatched + bundle_mismatched, inside + bundle_inside
+        on = np.any(ours != 0, axis=-1)
+        np.testing.assert_allclose(np.linalg.norm(ours[on], axis=-1), 1.0, atol=1e-5)
         if name in EMPTY:
             assert not ours.any()
+    print(f"TOM parity: max abs {worst:.2e} over {inside} voxels, {mismatched} nonzero on one side only")
     assert mismatched == 0, f"{mismatched} voxels nonzero on one side only"
     assert worst <= 1e-4, worst
     assert inside > 0.2 * len(TOM.bundles) * np.prod(SHAPE) * 0.3  # not vacuous: most masked voxels are set
     assert expected.std() > 0.3  # the unit vectors really vary
+
+
+def test_pipeline_api_one_part_at_a_time(tom_bundle, subject, expected):
+    """TractSegPipeline for TOM: a TOMResult with (X, Y, Z, 3) TOMs equal to upstream's; parts load on demand,
+    one at a time."""
+    from runtime.pipeline import TractSegPipeline
+    from runtime.tom import TOMResult
+
+    pipeline = TractSegPipeline.open(tom_bundle, output_type="TOM", warn_demo=False)
+    assert pipeline.part == 0 and set(pipeline.self_check) == {"part1"}
+    result = pipeline.predict(subject[0], masks=subject[1])
+    assert isinstance(result, TOMResult) and result.slices is None  # nothing run yet
+    for part in (2, 0, 3):  # out of order: each asks for its part's model
+        name = TOM.parts[part].bundles[1]
+        index = TOM.bundles.index(name)
+        tom = result.tom(name)
+        assert pipeline.part == part and tom.shape == (*SHAPE, 3) and tom.dtype == np.float32
+        worst, mismatched, inside = compare(tom, expected[..., 3 * index:3 * index + 3])
+        assert mismatched == 0 and worst <= 1e-4 and inside > 0
+        assert result.raw(name).shape == (*SHAPE, 3) and np.abs(result.raw(name)).max() > 1  # unnormalised
+    assert set(pipeline.self_check) == {"part1", "part3", "part4"}
+    assert result.slices.slices == 3 * SIZE  # three parts ran, each once, on the coronal slices only
+
+
+def test_export_refuses_incomplete_weights_dir(tmp_path, capsys, request):
+    from export.__main__ import main
+
+    weights = weights_dir(request.config)
+    folder = tmp_path / "w"
+    folder.mkdir()
+    for part in TOM.parts[:3]:
+        (folder / part.local_name).symlink_to(weights / part.local_name)
+    assert main(["--task", "TOM", "--weights-dir", str(folder), "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(folder / TOM.parts[3].local_name) in err[0] and "no such file" in err[0]
+    assert main(["--task", "TOM", "--weights", str(weights / TOM.parts[0].local_name), "--out",
+                 str(tmp_path / "b")]) == 1
+    assert "--weights-dir" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
+
+
+def test_manifest_parts_checked(tom_bundle):
+    from runtime.errors import ArtifactError
+    from runtime.models.manifest_schema import parse_manifest
+
+    raw = json.loads((tom_bundle / "manifest.json").read_text())
+    parse_manifest(raw, tom_bundle / "manifest.json", 1, 9)
+    raw["parts"][0], raw["parts"][1] = raw["parts"][1], raw["parts"][0]
+    with pytest.raises(ArtifactError, match="parts bundles, in order"):
+        parse_manifest(raw, tom_bundle / "manifest.json", 1, 9)
+    raw["parts"][0]["model"]["n_classes"] = 55
+    with pytest.raises(ArtifactError, match=r"parts\[0\]\.model"):
+        parse_manifest(raw, tom_bundle / "manifest.json", 1, 9)
 
 
 @pytest.fixture()

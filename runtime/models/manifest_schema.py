@@ -200,7 +200,8 @@ def parse_manifest(raw: Any, path: Path, format_version: int, channels: int, pre
             raise c.fail("self_check", "needs a path listed under files and a stride >= 1")
 
     versions = c.section(raw, "versions")
-    return {"parts": (), "self_check": self_check, "format_version": version, "model": model_fields, "input": tensors["input"],
+    return {"parts": (), "self_check": self_check, "format_version": version, "model": model_fields,
+            "input": tensors["input"],
             "output": tensors["output"], "contains": c.section(function, "contains", "function", optional=True),
             "weights": weights_fields, "artifacts": artifacts, "files": files,
             "versions": {str(k): str(v) for k, v in versions.items()},
