@@ -80,8 +80,9 @@ def simulate(folder: Path, *, shape: tuple[int, int, int] = (12, 12, 6), n_dirs:
              ellipsoid: bool = False,
              name: str = "Diffusion") -> Phantom:
     """Write ``<name>.nii.gz``, ``<name>.bvals``, ``<name>.bvecs`` (upstream's default names) and
-    ``nodif_brain_mask.nii.gz`` into ``folder``. The mask is the box less ``margin`` voxels on each side (or the ellipsoid inscribed in it); outside it the signal
-    is noise only. ``fixed_direction`` (world): every voxel holds one fibre along it (the axis/sign test)."""
+    ``nodif_brain_mask.nii.gz`` into ``folder``. The mask is the box less ``margin`` voxels on each side (or the
+    ellipsoid inscribed in it); outside it the signal is noise only. ``fixed_direction`` (world): every voxel holds
+    one fibre along it (the axis/sign test)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     affine = np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else np.asarray(affine, dtype=float)

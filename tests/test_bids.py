@@ -160,7 +160,8 @@ def test_cli_plan_and_errors(dataset, tmp_path):
     assert rows == [["sub-02_ses-b", str(dataset / "sub-02/ses-b/dwi/sub-02_ses-b_dwi.nii.gz"),
                      str(dataset / "sub-02/ses-b/dwi/sub-02_ses-b_dwi.bval"),
                      str(dataset / "sub-02/ses-b/dwi/sub-02_ses-b_dwi.bvec"),
-                     str(dataset / "derivatives/masks/sub-02/ses-b/dwi/sub-02_ses-b_space-orig_desc-brain_mask.nii.gz")]]
+                     str(dataset / "derivatives/masks/sub-02/ses-b/dwi"
+                                   / "sub-02_ses-b_space-orig_desc-brain_mask.nii.gz")]]
     done = _cli(str(dataset), str(out), "participant", "--participant_label", "sub-09")
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "no sub-09" in done.stderr
     done = _cli(str(dataset), str(dataset), "participant")

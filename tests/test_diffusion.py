@@ -259,7 +259,10 @@ def _bad_inputs(phantom: Phantom, folder: Path) -> dict[str, tuple[Path, str]]:
     bvecs = np.loadtxt(phantom.bvecs)
     data = np.asarray(nib.load(phantom.dwi).dataobj)
     affine = nib.load(phantom.dwi).affine
-    fmt = lambda a: "\n".join(" ".join(f"{v:.8f}" for v in np.atleast_1d(row)) for row in np.atleast_2d(a))  # noqa: E731
+
+    def fmt(a: np.ndarray) -> str:
+        return "\n".join(" ".join(f"{v:.8f}" for v in np.atleast_1d(row)) for row in np.atleast_2d(a))
+
     cases: dict[str, tuple[Path, str]] = {}
     missing = _write_like(phantom, folder / "no_bvals")
     (folder / "no_bvals" / "Diffusion.bvals").unlink()
