@@ -2,6 +2,7 @@
 known fibre directions written as real NIfTI + FSL bvals/bvecs (benchmarks/diffusion_phantom.py)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -347,3 +348,15 @@ def test_import_needs_no_dipy_jax_torch():
     done = run_python("import sys, runtime.diffusion, runtime.bids\n"
                       "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dipy', 'jax', 'torch')))")
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_benchmark_subcommand_reports_what_it_measured(tmp_path):
+    """python -m benchmarks diffusion (dipy only, a tiny phantom): every figure it prints comes from its run."""
+    from benchmarks.__main__ import main
+
+    assert main(["diffusion", "--shape", "10,10,6", "--dirs", "32", "--b0s", "2", "--engines", "dipy",
+                 "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    single = report["dipy"]["single_first_peak_deg"]
+    assert single["n"] > 0 and 0.0 < single["median"] <= 5.0 and report["dipy"]["wall_s"] > 0
+    assert f"{single['median']} / {single['p95']}" in (tmp_path / "results.md").read_text()
