@@ -111,7 +111,8 @@ def layer_rows(args: argparse.Namespace, log=print) -> list[dict[str, Any]]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [f"CPU: {result['machine']['cpu_model']}, load average at start {result['machine']['load_average_at_start']}",
+    machine = result["machine"]
+    lines = [f"CPU: {machine['cpu_model']}, load average at start {machine['load_average_at_start']}",
              "", "| backend | variant | ms/slice | GFLOP/s (direct-equiv.) | x direct | max abs vs direct |",
              "|---|---|---:|---:|---:|---:|"]
     for r in result["network"]:
