@@ -56,6 +56,17 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="threads for the backend (-1: its default; capped at the cores available)")
     p.add_argument("--statistics", action="store_true", help="also write statistics.json (per-bundle volume, ...)")
     p.add_argument("--preview", action="store_true", help="also write preview.png (needs the [qc] extra)")
+    g = p.add_argument_group("raw diffusion input (upstream's --raw_diffusion_input; runtime.diffusion)")
+    g.add_argument("--raw_diffusion_input", action="store_true",
+                   help="the input is a DWI series: compute the peaks first (MRtrix CSD as upstream, or dipy)")
+    g.add_argument("--bvals", metavar="FILE", type=path_arg, help="default: <input name>.bvals beside the input")
+    g.add_argument("--bvecs", metavar="FILE", type=path_arg, help="default: <input name>.bvecs beside the input")
+    g.add_argument("--brain_mask", metavar="FILE", type=path_arg,
+                   help="default: nodif_brain_mask.nii.gz beside the input, else the engine makes one")
+    g.add_argument("--csd_type", choices=("csd", "csd_msmt", "csd_msmt_5tt"), default="csd")
+    g.add_argument("--keep_intermediate_files", action="store_true", help="keep the FODs, response, ...")
+    g.add_argument("--peaks-engine", dest="peaks_engine", choices=("auto", "mrtrix", "dipy"), default="auto",
+                   help="auto: MRtrix when dwi2fod is on PATH, else dipy (the [diffusion] extra)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
 
@@ -75,7 +86,10 @@ def run_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> RunOpti
                    precision=args.precision, self_check=args.self_check,
                    threads=None if args.nr_cpus == -1 else args.nr_cpus, statistics=args.statistics,
                    preview=args.preview, force=args.force, quiet=args.quiet,
-                   tract_segmentations_path=args.tract_segmentations_path)
+                   tract_segmentations_path=args.tract_segmentations_path,
+                   raw_diffusion_input=args.raw_diffusion_input, bvals=args.bvals, bvecs=args.bvecs,
+                   brain_mask=args.brain_mask, csd_type=args.csd_type,
+                   keep_intermediate_files=args.keep_intermediate_files, peaks_engine=args.peaks_engine)
     try:
         return RunOptions(**options)
     except ValueError as error:

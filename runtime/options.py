@@ -47,6 +47,13 @@ class RunOptions:
     force: bool = False
     quiet: bool = False
     tract_segmentations_path: str | None = None
+    raw_diffusion_input: bool = False  # the input is a DWI series: peaks first (runtime.raw_input)
+    bvals: str | None = None  # default: <DWI name>.bvals beside it (upstream's)
+    bvecs: str | None = None
+    brain_mask: str | None = None  # default: nodif_brain_mask.nii.gz beside the DWI, else the engine makes one
+    csd_type: str = "csd"
+    keep_intermediate_files: bool = False
+    peaks_engine: str = "auto"  # auto | mrtrix | dipy
 
     def __post_init__(self) -> None:
         model_for(self.output_type, self.tract_definition)  # ValueError naming what is supported
@@ -62,6 +69,10 @@ class RunOptions:
             found.append("--single_output_file is not supported for TOM (as upstream)")
         if self.output_type in ("TOM", "dm_regression") and (self.statistics or self.preview):
             found.append(f"--statistics / --preview are for mask outputs, not --output_type {self.output_type}")
+        if not self.raw_diffusion_input and any(v is not None for v in (self.bvals, self.bvecs, self.brain_mask)):
+            found.append("--bvals / --bvecs / --brain_mask are for --raw_diffusion_input")
+        if self.peaks_engine not in ("auto", "mrtrix", "dipy"):
+            found.append(f"--peaks-engine {self.peaks_engine!r}: expected auto, mrtrix or dipy")
         if self.tract_segmentations_path is not None and self.output_type != "TOM":
             found.append("--tract_segmentations_path is only used with --output_type TOM")
         return found
@@ -99,12 +110,14 @@ class RunOptions:
                                      self.device, self.threads, self.precision, self.self_check, warn_demo)
 
     def output_files(self, outdir: str | os.PathLike[str]) -> list[Path]:
-        """Every file a run writes under ``outdir``: upstream's layout, then statistics.json / preview.png."""
+        """Every file a run writes under ``outdir``: upstream's layout, then statistics.json / preview.png, and
+        peaks.nii.gz for a raw diffusion input (an engine's brain mask and intermediates join at run time)."""
         root = Path(outdir)
         model = self.model
         files = output_paths(model.task, model.bundles, self.single_output_file, self.get_probabilities, root)
         return files + [root / name for name, on in ((STATISTICS_FILE, self.statistics),
-                                                     (PREVIEW_FILE, self.preview)) if on]
+                                                     (PREVIEW_FILE, self.preview),
+                                                     ("peaks.nii.gz", self.raw_diffusion_input)) if on]
 
     def other_layout_files(self, outdir: str | os.PathLike[str]) -> list[Path]:
         """The outputs of the *other* ``single_output_file`` choice: a run that switches layout removes them, so a

@@ -17,14 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runtime.checks.preflight import open_manifest, resolve_bundle_dir
+from runtime.checks.preflight import check_outputs, open_manifest, resolve_bundle_dir
 from runtime.cli import add_run_options, guarded, path_arg, run_options
 from runtime.errors import OutputError
 from runtime.io.nifti_io import default_output_dir
 from runtime.options import RunOptions
 from runtime.outputs.output_set import COMMITTED
 from runtime.qc.report import write_report
-from runtime.subject import check_input_path, check_subject, run_subject
+from runtime.subject import CheckedSubject, check_input_path, check_subject, run_subject
 
 log = logging.getLogger("tractseg_aot")
 
@@ -53,7 +53,19 @@ def run(peaks: str | os.PathLike[str], output: str | os.PathLike[str] | None, op
     check_input_path(peaks)
     outdir = Path(output) if output else default_output_dir(peaks)
     manifest = open_manifest(resolve_bundle_dir(options.artifacts, options.model), options.model)
-    checked = check_subject(peaks, outdir, options, manifest, report)
+    if not options.raw_diffusion_input:
+        checked = check_subject(peaks, outdir, options, manifest, report)
+        return _segment(checked, options)
+    from runtime.raw_input import checked_from_raw, peaks_from_raw
+
+    check_outputs(options.output_files(outdir), options.force, Path(report) if report else None, [Path(peaks)])
+    with peaks_from_raw(peaks, outdir, options) as raw:
+        document = _segment(checked_from_raw(raw, outdir, options, manifest, report), options)
+    document["input"]["raw_diffusion_input"] = {"dwi": str(Path(peaks).resolve()), "peaks_engine": raw.engine}
+    return document
+
+
+def _segment(checked: CheckedSubject, options: RunOptions) -> dict[str, Any]:
     pipeline = options.open_pipeline()
     log.info("%s", pipeline.describe())
     return run_subject(pipeline, checked, options).document

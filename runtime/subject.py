@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import os
 import sys
 import time
@@ -26,7 +27,7 @@ from runtime.checks.input_checks import check_cube_aspect
 from runtime.checks.preflight import check_outputs
 from runtime.errors import InputError
 from runtime.io.geometry import crop_to_nonzero, flip, mni_flip_axes
-from runtime.io.nifti_io import output_bytes, output_dtype, strip_nifti
+from runtime.io.nifti_io import check_input_file, output_bytes, output_dtype, strip_nifti
 from runtime.models.manifest import Manifest
 from runtime.options import STATISTICS_FILE, RunOptions
 from runtime.outputs.output_set import StagedOutputs, output_folder
@@ -52,6 +53,7 @@ class CheckedSubject:
     report: Path | None = None
     read_seconds: float = 0.0
     masks: Path | None = None  # TOM: the bundle segmentations folder, checked
+    carried: tuple[tuple[Path, Path], ...] = ()  # (final path, where it is now): committed with the outputs
 
 
 @dataclass(frozen=True)
@@ -72,15 +74,12 @@ def subject_name(source: str | os.PathLike[str]) -> str:
 
 
 def check_input_path(peaks: PeaksInput) -> None:
-    """A path input exists and is a file (before anything else, so a misspelled path is named as such)."""
+    """A path input is a readable, non-empty file (before anything else, so a misspelled path is named as such
+    rather than reported as a missing bundle)."""
     if isinstance(peaks, (str, os.PathLike)):
-        path = Path(peaks)
         if not str(peaks):
             raise InputError("peaks: empty path")
-        if not path.exists():
-            raise InputError(f"{path}: no such file" + (" (a dangling symbolic link)" if path.is_symlink() else ""))
-        if path.is_dir():
-            raise InputError(f"{path}: is a directory, not a peaks file")
+        check_input_file(Path(peaks))
 
 
 def check_subject(peaks: PeaksInput | ReadPeaks, outdir: str | os.PathLike[str], options: RunOptions,
@@ -190,6 +189,9 @@ def run_subject(pipeline: TractSegPipeline, checked: CheckedSubject, options: Ru
                 written, write_timings = write_segmentation(segmentation, staged, options, name, None, None)
         if checked.masks is None:
             written, write_timings = write_segmentation(segmentation, staged, options, name, background, progress)
+        for final, current in checked.carried:  # a raw input's peaks (runtime.raw_input): committed with the rest
+            shutil.move(current, staged.path(final.relative_to(checked.outdir)))
+            written.append(final)
     timings = {**segmentation.timings, "load": checked.read_seconds, **write_timings,
                "total": round(time.perf_counter() - started + checked.read_seconds, 3)}
     stats = segmentation.slices

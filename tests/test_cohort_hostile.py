@@ -101,7 +101,7 @@ def test_linked_subject_folders_and_dangling_links(tract_small, tmp_path):
     rows = table(out)
     assert sorted(rows) == [ids[0], "sub-03"]
     assert rows[ids[0]]["status"] == "done"
-    assert rows["sub-03"]["status"] == "failed" and "dangling symbolic link" in rows["sub-03"]["error"]
+    assert rows["sub-03"]["status"] == "failed" and "broken symbolic link" in rows["sub-03"]["error"]
     assert "1 done, 1 failed" in done.stderr  # the closing line, also under --quiet when something failed
 
 

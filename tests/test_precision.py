@@ -76,7 +76,7 @@ def test_fp16_on_a_cpu_is_refused(capsys, precision_bundle, good, tmp_path):
 def test_bf16_is_refused_on_a_host_without_bf16(precision_bundle, tmp_path, monkeypatch):
     """A bundle with a bf16 artifact (the ONNX file with OpenVINO's bf16 hint) on a simulated host without
     AVX512_BF16/AMX: one line, never fp32 in its place; with the flags simulated, the bf16 artifact is chosen."""
-    from runtime import precision
+    from runtime.network import precision
     from runtime.pipeline import TractSegPipeline
 
     bundle = tmp_path / "b"

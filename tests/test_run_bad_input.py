@@ -214,6 +214,6 @@ def test_cuda_without_gpu_or_cuda_artifact(capsys, tmp_path, tract_small, good):
                                           (["--output_type", "endings_segmentation", "--tract_definition",
                                             "xtract"], "xtract"),
                                           (["--backend", "torch"], "invalid choice"),
-                                          (["--output_type", "TOM"], "invalid choice")])
+                                          (["--output_type", "peaks"], "invalid choice")])
 def test_bad_command_line(capsys, tmp_path, tract_small, good, extra, expect):
     refused(capsys, tmp_path, *run_args(good, tract_small, tmp_path, *extra), expect=expect, code=2)

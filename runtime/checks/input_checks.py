@@ -156,8 +156,10 @@ def check_layout(name: str, shape: tuple[int, ...], dtype: np.dtype, affine: np.
     if problem:
         raise InputError(f"{name}: {problem}")
     if len(shape) != 4 or shape[3] != PEAK_CHANNELS:
+        hint = (" (a diffusion series? add --raw_diffusion_input, with --bvals/--bvecs)"
+                if len(shape) == 4 and shape[3] > PEAK_CHANNELS else "")
         raise InputError(f"{name}: expected a 4D peak image of shape (X, Y, Z, {PEAK_CHANNELS}), "
-                         f"got {len(shape)}D shape {shape}")
+                         f"got {len(shape)}D shape {shape}{hint}")
     if min(shape) < 1:
         raise InputError(f"{name}: has an empty dimension, shape {shape}")
     problem = _dtype_problem(np.dtype(dtype), slope, inter)

@@ -21,7 +21,7 @@ from runtime.checks.input_checks import available_memory_bytes
 from runtime.checks.preflight import available_cores, check_writable_dir, open_manifest, resolve_bundle_dir
 from runtime.cli import add_run_options, guarded, path_arg, run_options
 from runtime.cohort.engine import default_threads, default_workers, run_subjects
-from runtime.cohort.records import RESERVED_NAMES, CohortTable, DoneCheck, reserved_name, table_name
+from runtime.cohort.records import DONE_NAME, RESERVED_NAMES, CohortTable, DoneCheck, reserved_name, table_name
 from runtime.cohort.subjects import DEFAULT_PATTERN, CohortInputError, check_parts, discover, split_parts
 from runtime.errors import InputError, OutputError
 from runtime.options import RunOptions
@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunOptions]:
     p.add_argument("--part-id", type=int, default=0, metavar="K", help="run part K (0 .. N-1)")
     args = p.parse_args(argv)
     options = run_options(p, args)
+    if options.bvals or options.bvecs or options.brain_mask:
+        p.error("--bvals / --bvecs / --brain_mask name one subject's files: the study runner takes each subject's "
+                "from beside its DWI (upstream's <name>.bvals / .bvecs / nodif_brain_mask.nii.gz)")
     if not args.inputs and not args.list_file:
         p.error("give peaks files or folders, or --list FILE")
     if args.threads_per_worker is None:
@@ -109,7 +112,7 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
             todo.append(subject)
         else:
             table.update(row, write=False)
-    if len(table):
+    if len(table) or table.path.exists():  # the table on disk must not call a subject done while it is redone
         table.flush()
     memory = available_memory_bytes()
     workers = args.workers if args.workers is not None else default_workers(
@@ -130,6 +133,9 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
                 if not row.done and not options.quiet:
                     tqdm.write(f"tractseg-aot: {row.subject} failed: {row.error}", file=sys.stderr)
                 bar.update(1)
+        except BaseException:  # SIGINT / SIGTERM (and a bug): say truly what is on disk
+            _done_on_disk(todo, root)
+            raise
         finally:
             if len(table):
                 table.flush()
@@ -141,6 +147,14 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
     (log.warning if failed_rows else log.info)("%d done, %d failed; %s", len(table.rows()) - len(failed_rows),
                                                len(failed_rows), table.path)
     return 1 if failed_rows else 0
+
+
+def _done_on_disk(todo: list, root: str) -> None:
+    """On SIGINT / SIGTERM: the subjects a worker finished whose row had not reached this process yet join what
+    the interrupt reports as written (their done-records are on disk)."""
+    known = {str(path) for path in COMMITTED}
+    COMMITTED.extend(Path(root) / s.id for s in todo
+                     if str(Path(root) / s.id) not in known and os.path.isfile(os.path.join(root, s.id, DONE_NAME)))
 
 
 def main(argv: list[str] | None = None) -> int:

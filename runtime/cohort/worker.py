@@ -112,7 +112,14 @@ def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions,
             digest = sha256_of(peaks)  # recorded once, never recomputed on reruns
             run = options.replace(force=True, quiet=True)
             pipeline = cached_pipeline(run)
-            report = run_subject(pipeline, check_subject(peaks, folder, run, pipeline.manifest), run, subject)
+            if run.raw_diffusion_input:  # a DWI: its peaks first, from its own bvals/bvecs (upstream's names)
+                from runtime.raw_input import checked_from_raw, peaks_from_raw
+
+                with peaks_from_raw(peaks, folder, run) as raw:
+                    report = run_subject(pipeline, checked_from_raw(raw, folder, run, pipeline.manifest), run,
+                                         subject)
+            else:
+                report = run_subject(pipeline, check_subject(peaks, folder, run, pipeline.manifest), run, subject)
             row = CohortRow(subject, peaks, "done", "", round(time.perf_counter() - started, 2), report.peak_rss_mb,
                             report.slices_run if report.slices_run is not None else "", row.worker,
                             " | ".join(warnings))

@@ -53,7 +53,8 @@ def _one_line(error: BaseException) -> str:
     return one_line(error, 200)
 
 
-def _check_file(file: Path) -> None:
+def check_input_file(file: Path) -> None:
+    """The input is a readable, non-empty regular file (one line naming it otherwise): the first, cheapest check."""
     try:
         info = file.stat()
     except OSError as error:
@@ -84,7 +85,7 @@ class _Collect(logging.Handler):
 def _load(file: Path) -> tuple[nib.Nifti1Pair, list[str]]:
     """``nib.load`` with the header fixes nibabel reports (e.g. "pixdim[0] (qfac) should be 1 (default) or -1")
     collected instead of printed: nibabel's logger writes them to stderr, beside the CLI's own lines."""
-    _check_file(file)
+    check_input_file(file)
     logger = logging.getLogger("nibabel.global")
     collect = _Collect()
     saved = logger.handlers[:], logger.propagate

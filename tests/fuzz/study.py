@@ -148,10 +148,11 @@ def run(case: StudyCase, bundle: str, extra: list[str] = (), interrupt: int | No
         timeout: float = 300) -> tuple[int | None, str]:
     process = subprocess.Popen(command(case, bundle, extra), cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
-    if interrupt is not None:
+    if interrupt is not None:  # once the study holds OUTROOT's lock (its signal handlers are in place by then)
         deadline = time.monotonic() + 60
-        while process.poll() is None and time.monotonic() < deadline and not list(case.out.glob(f"*/{DONE}")):
-            time.sleep(0.05)
+        while process.poll() is None and time.monotonic() < deadline and not (case.out / LOCK_NAME).exists():
+            time.sleep(0.02)
+        time.sleep(float(np.random.default_rng(case.index).uniform(0, 1.5)))
         process.send_signal(interrupt)
     try:
         _, err = process.communicate(timeout=timeout)

@@ -1,0 +1,68 @@
+"""``--raw_diffusion_input``: the peaks made from a DWI series (:mod:`runtime.diffusion`) before the usual subject
+run, as upstream's ``TractSeg -i Diffusion.nii.gz --raw_diffusion_input`` does.
+
+The peaks are computed in a hidden work folder beside the outputs (``<outdir>/.tractseg-aot-peaks-<token>/``,
+removed at the end whatever happens); ``peaks.nii.gz`` (upstream keeps it in the output folder), the brain mask
+an engine made (``nodif_brain_mask.nii.gz``) and, with ``--keep_intermediate_files``, the intermediates are
+committed together with the segmentation (:func:`runtime.subject.run_subject`), so a failure leaves nothing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.options import RunOptions
+
+PEAKS_NAME = "peaks.nii.gz"  # upstream's name, in the output folder
+log = logging.getLogger("tractseg_aot")
+
+
+@dataclass(frozen=True)
+class RawPeaks:
+    """Peaks made from a DWI: where they are now, the engine that made them, and the files to commit with the
+    outputs as (final path, current path)."""
+
+    peaks: Path
+    engine: str
+    carried: tuple[tuple[Path, Path], ...]
+
+
+@contextmanager
+def peaks_from_raw(dwi: str | os.PathLike[str], outdir: Path, options: RunOptions) -> Iterator[RawPeaks]:
+    """Make the peaks of ``dwi`` (every input check first: :func:`runtime.diffusion.check_inputs`); the work
+    folder lives for the block."""
+    from runtime.diffusion import peaks_from_dwi
+
+    parent = next((p for p in (outdir, *outdir.parents) if p.is_dir()), Path("."))
+    work = parent / f".tractseg-aot-peaks-{secrets.token_hex(6)}"
+    work.mkdir()
+    try:
+        result = peaks_from_dwi(dwi, options.bvals, options.bvecs, options.brain_mask, engine=options.peaks_engine,
+                                csd_type=options.csd_type, nthreads=options.threads, workdir=work,
+                                keep_intermediate=options.keep_intermediate_files)
+        log.info("peaks from %s: %s engine (%s), brain mask %s", dwi, result.engine, result.csd_type,
+                 result.mask_source)
+        carried = [(outdir / PEAKS_NAME, result.peaks)]
+        if result.brain_mask is not None and Path(result.brain_mask).parent == work:  # made, not given
+            carried.append((outdir / Path(result.brain_mask).name, Path(result.brain_mask)))
+        carried += [(outdir / p.name, p) for p in result.intermediates]
+        yield RawPeaks(result.peaks, result.engine, tuple(carried))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def checked_from_raw(raw: RawPeaks, outdir: Path, options: RunOptions, manifest, report=None):
+    """:func:`runtime.subject.check_subject` on the made peaks, with the files to carry into the commit."""
+    import dataclasses
+
+    from runtime.subject import check_subject
+
+    checked = check_subject(raw.peaks, outdir, options, manifest, report)
+    extra = tuple(final for final, _ in raw.carried if final not in checked.files)
+    return dataclasses.replace(checked, files=checked.files + extra, carried=raw.carried)

@@ -1,0 +1,86 @@
+"""``runtime.run DWI --raw_diffusion_input`` (issue 19): a simulated DWI (benchmarks/diffusion_phantom.py, real
+NIfTI + FSL bvals/bvecs) through each peak engine and the S=16 bundle: the masks equal those of a run on the peaks
+file the run kept, and bad inputs are one line, exit 1, nothing written."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from benchmarks.diffusion_phantom import simulate
+from runtime.run import main
+from tests.run_support import save_peaks, synthetic_peaks
+
+ENGINES = [pytest.param("dipy", id="dipy"),
+           pytest.param("mrtrix", id="mrtrix", marks=pytest.mark.skipif(
+               shutil.which("dwi2fod") is None, reason="MRtrix (dwi2fod) is not on PATH"))]
+
+
+@pytest.fixture(scope="module")
+def dwi(tmp_path_factory):
+    return simulate(tmp_path_factory.mktemp("dwi"), shape=(16, 18, 14), n_dirs=32, n_b0=3, snr=30.0, seed=0,
+                    ellipsoid=True)
+
+
+def masks(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted((folder / "bundle_segmentations").iterdir())}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_raw_input_equals_a_run_on_its_peaks(engine, dwi, tract_small, tmp_path, capsys):
+    pytest.importorskip("dipy", reason="the [diffusion] extra (dipy) is not installed")
+    out = tmp_path / "out"
+    code = main([str(dwi.dwi), "-o", str(out), "--artifacts", str(tract_small), "--raw_diffusion_input",
+                 "--bvals", str(dwi.bvals), "--bvecs", str(dwi.bvecs), "--brain_mask", str(dwi.mask),
+                 "--peaks-engine", engine, "--nr_cpus", "2", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    peaks = nib.load(out / "peaks.nii.gz")
+    assert peaks.shape == (*dwi.n_fibres.shape, 9)
+    assert not [p for p in out.iterdir() if p.name.startswith(".tractseg-aot-peaks")]  # the work folder is gone
+    again = tmp_path / "again"
+    assert main([str(out / "peaks.nii.gz"), "-o", str(again), "--artifacts", str(tract_small), "--quiet"]) == 0
+    ours, reference = masks(out), masks(again)
+    assert len(ours) == 72 and ours.keys() == reference.keys()
+    assert all(np.array_equal(ours[k], reference[k]) for k in ours)
+
+
+def refused(capsys, argv, *needles) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("tractseg-aot: error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_bad_raw_inputs_are_one_line_and_write_nothing(dwi, tract_small, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["-o", str(out), "--artifacts", str(tract_small), "--quiet"]
+    peaks = save_peaks(tmp_path / "peaks.nii.gz", synthetic_peaks((12, 14, 11)))
+    refused(capsys, [str(peaks), *base, "--raw_diffusion_input", "--bvals", str(dwi.bvals), "--bvecs",
+                     str(dwi.bvecs)], "bvals for a DWI with 9 volumes")  # a peaks file is no DWI
+    refused(capsys, [str(dwi.dwi), *base], "--raw_diffusion_input")  # a DWI given as peaks
+    short = tmp_path / "short.bvals"
+    short.write_text(" ".join(dwi.bvals.read_text().split()[:-1]) + "\n")
+    refused(capsys, [str(dwi.dwi), *base, "--raw_diffusion_input", "--bvals", str(short), "--bvecs",
+                     str(dwi.bvecs), "--brain_mask", str(dwi.mask)], str(short))
+    refused(capsys, [str(dwi.dwi), *base, "--raw_diffusion_input", "--bvals", str(tmp_path / "missing.bvals"),
+                     "--bvecs", str(dwi.bvecs)], "missing.bvals")
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tractseg-aot-peaks")]
+
+
+def test_study_runner_takes_raw_inputs(dwi, tract_small, tmp_path):
+    pytest.importorskip("dipy", reason="the [diffusion] extra (dipy) is not installed")
+    from tests.test_cohort import cohort, table
+
+    out = tmp_path / "out"
+    done = cohort(dwi.dwi.parent, "-o", out, "--pattern", "**/Diffusion.nii.gz", "--artifacts", tract_small,
+                  "--workers", "0", "--quiet", "--raw_diffusion_input", "--peaks-engine", "dipy", "--nr_cpus", "2")
+    assert done.returncode == 0, done.stderr
+    rows = table(out)
+    assert list(rows) == ["Diffusion"] and rows["Diffusion"]["status"] == "done"
+    assert (out / "Diffusion" / "peaks.nii.gz").is_file() and len(masks(out / "Diffusion")) == 72
