@@ -154,7 +154,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_plan_and_errors(dataset, tmp_path):
     out = tmp_path / "out"
-    done = _cli(str(dataset), str(out), "participant", "--participant_label", "02", "--session-label", "b")
+    done = _cli(str(dataset), str(out), "participant", "--participant_label", "02", "--session-label", "b",
+                "--print-plan")
     assert done.returncode == 0, done.stderr
     rows = [line.split("\t") for line in done.stdout.splitlines()]
     assert rows == [["sub-02_ses-b", str(dataset / "sub-02/ses-b/dwi/sub-02_ses-b_dwi.nii.gz"),

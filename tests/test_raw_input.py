@@ -84,3 +84,39 @@ def test_study_runner_takes_raw_inputs(dwi, tract_small, tmp_path):
     rows = table(out)
     assert list(rows) == ["Diffusion"] and rows["Diffusion"]["status"] == "done"
     assert (out / "Diffusion" / "peaks.nii.gz").is_file() and len(masks(out / "Diffusion")) == 72
+
+
+def test_bids_app_participant_and_group(dwi, tract_small, tmp_path):
+    """A one-participant BIDS dataset made from the phantom: participant level writes BIDS-named masks equal to
+    the study runner's files and resumes; group level writes the study report."""
+    pytest.importorskip("dipy", reason="the [diffusion] extra (dipy) is not installed")
+    import json
+    import subprocess
+    import sys
+
+    from tests.run_support import REPO
+
+    bids = tmp_path / "bids"
+    folder = bids / "sub-01" / "dwi"
+    folder.mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "phantom", "BIDSVersion": "1.10.0"}))
+    shutil.copy(dwi.dwi, folder / "sub-01_dwi.nii.gz")
+    shutil.copy(dwi.bvals, folder / "sub-01_dwi.bval")
+    shutil.copy(dwi.bvecs, folder / "sub-01_dwi.bvec")
+    out = tmp_path / "derivatives"
+    argv = [sys.executable, "-m", "runtime.bids", str(bids), str(out), "participant", "--artifacts", str(tract_small),
+            "--peaks-engine", "dipy", "--workers", "0", "--nr_cpus", "2", "--statistics"]
+    first = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "tractseg-aot"
+    bids_mask = out / "sub-01" / "dwi" / "sub-01_space-orig_label-CSTleft_mask.nii.gz"
+    ours = out / "tractseg_output" / "sub-01" / "bundle_segmentations" / "CST_left.nii.gz"
+    assert np.array_equal(np.asarray(nib.load(bids_mask).dataobj), np.asarray(nib.load(ours).dataobj))
+    assert len(list((out / "sub-01" / "dwi").glob("*_mask.nii.gz"))) == 72
+    again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "1 done earlier, 0 to run" in again.stdout, again.stdout + again.stderr
+    group = subprocess.run([sys.executable, "-m", "runtime.bids", str(bids), str(out), "group"], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert group.returncode == 0, group.stderr
+    assert (out / "tractseg_output" / "report.html").is_file()

@@ -22,7 +22,8 @@ from runtime.checks.preflight import available_cores, check_writable_dir, open_m
 from runtime.cli import add_run_options, guarded, path_arg, run_options
 from runtime.cohort.engine import default_threads, default_workers, run_subjects
 from runtime.cohort.records import DONE_NAME, RESERVED_NAMES, CohortTable, DoneCheck, reserved_name, table_name
-from runtime.cohort.subjects import DEFAULT_PATTERN, CohortInputError, check_parts, discover, split_parts
+from runtime.cohort.subjects import (DEFAULT_PATTERN, CohortInputError, Subject, check_parts, discover,
+                                     split_parts)
 from runtime.errors import InputError, OutputError
 from runtime.options import RunOptions
 from runtime.outputs.output_set import COMMITTED, folder_lock
@@ -76,8 +77,6 @@ def check_outroot(outroot: Path) -> None:
 
 def study(args: argparse.Namespace, options: RunOptions) -> int:
     """Run the study; returns the exit status (0 all done, 1 some failed)."""
-    from tqdm import tqdm
-
     model = options.model
     manifest = open_manifest(resolve_bundle_dir(options.artifacts, model), model)
     if manifest.demo_weights:
@@ -90,6 +89,15 @@ def study(args: argparse.Namespace, options: RunOptions) -> int:
                                args.num_parts, args.part_id)
     except CohortInputError as error:
         raise InputError(str(error)) from None
+    return run_study(args, options, subjects, outroot, manifest.bundle_id)
+
+
+def run_study(args: argparse.Namespace, options: RunOptions, subjects: list[Subject], outroot: Path,
+              bundle_id: str) -> int:
+    """Run ``subjects`` into ``outroot`` (locked for the run); ``args``: workers, threads_per_worker, scheduler,
+    num_parts, part_id. Returns the exit status (0 all done, 1 some failed). runtime.bids runs its series here."""
+    from tqdm import tqdm
+
     for subject in subjects:
         if reserved_name(subject.id):
             raise InputError(f"{subject.peaks}: its subject id {subject.id!r} is one of the study's own file names "
@@ -98,7 +106,7 @@ def study(args: argparse.Namespace, options: RunOptions) -> int:
     outroot.mkdir(parents=True, exist_ok=True)
     check_outroot(outroot)
     with folder_lock(outroot):  # one study at a time on an output root (each subject folder has its own lock)
-        return _run(args, options, subjects, outroot, manifest.bundle_id, tqdm)
+        return _run(args, options, subjects, outroot, bundle_id, tqdm)
 
 
 def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot: Path, bundle_id: str,

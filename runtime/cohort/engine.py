@@ -102,7 +102,7 @@ def run_subjects(subjects: list[Subject], outroot: str, options: RunOptions, bun
         return
     if workers == 0 and scheduler is None:
         for subject in subjects:
-            yield process_subject(subject.id, str(subject.peaks), outroot, options, bundle_id)
+            yield process_subject(subject.id, str(subject.peaks), outroot, options, bundle_id, subject.gradients)
         return
     dask, distributed = _dask()
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
@@ -123,7 +123,7 @@ def run_subjects(subjects: list[Subject], outroot: str, options: RunOptions, bun
                 from None
         try:
             submit = lambda s: client.submit(process_subject, s.id, str(s.peaks), outroot, options, bundle_id,
-                                             key=f"tractseg-{s.id}", pure=False)
+                                             s.gradients, key=f"tractseg-{s.id}", pure=False)
             for future, subject in submit_window(submit, distributed.as_completed, subjects,
                                                  window_size(client, workers)):
                 try:

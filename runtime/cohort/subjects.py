@@ -53,6 +53,7 @@ class Subject:
 
     id: str
     peaks: Path
+    gradients: tuple[str | None, str | None, str | None] | None = None  # a DWI's bvals, bvecs, mask (BIDS)
 
 
 def safe_id(raw: str) -> str:
