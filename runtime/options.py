@@ -66,7 +66,8 @@ class RunOptions:
         """Option combinations that upstream refuses or that make no sense for the output type."""
         found = []
         if self.output_type == "TOM" and self.single_output_file:
-            found.append("--single_output_file is not supported for TOM (as upstream)")
+            found.append("--single_output_file is not supported for TOM (upstream's CLI writes bundle_TOMs.nii.gz "
+                         "once per part, each replacing the last)")
         if self.output_type in ("TOM", "dm_regression") and (self.statistics or self.preview):
             found.append(f"--statistics / --preview are for mask outputs, not --output_type {self.output_type}")
         if not self.raw_diffusion_input and any(v is not None for v in (self.bvals, self.bvecs, self.brain_mask)):

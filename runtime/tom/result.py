@@ -106,7 +106,7 @@ class TOMResult:
                    on_bundle: Callable[[int, str, np.ndarray], None] | None = None) -> list[Path]:
         """Write TOM/<bundle>.nii.gz for every bundle into ``staged``, part by part; returns the final paths."""
         if options.single_file:
-            raise InputError("--single_output_file is not supported for TOM (as upstream)")
+            raise InputError("--single_output_file is not supported for TOM")
         written = []
         for index, (name, final) in enumerate(zip(self.bundles, self.files(staged.outdir, options), strict=True)):
             volume = self.tom(name)
