@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ours TOM: {seconds:.1f} s, {peak:.0f} MiB", flush=True)
     if args.tract_bundle:
         seconds, peak, _ = run_measured([sys.executable, "-m", "runtime.run", str(peaks), "-o", str(out / "tract"),
-                                         "--artifacts", str(args.tract_bundle), "--quiet"])
+                                         "--artifacts", str(args.tract_bundle.resolve()), "--quiet"])
         results["ours_tract_segmentation"] = {"wall_s": round(seconds, 1), "peak_rss_mib": round(peak)}
         print(f"ours tract_segmentation: {seconds:.1f} s, {peak:.0f} MiB", flush=True)
     if not args.skip_upstream:

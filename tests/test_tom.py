@@ -137,6 +137,19 @@ def test_export_refuses_incomplete_weights_dir(tmp_path, capsys, request):
     assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
 
 
+def test_one_model_manifest_without_the_new_fields_reads_as_before(tract_small):
+    """A bundle exported before TOM existed (no channels_per_bundle / linear / part, no parts) still loads."""
+    from runtime.models.manifest import _from_fields
+    from runtime.models.manifest_schema import parse_manifest
+
+    raw = json.loads((Path(tract_small) / "manifest.json").read_text())
+    for key in ("channels_per_bundle", "linear", "part"):
+        raw["model"].pop(key)
+    manifest = _from_fields(Path(tract_small), parse_manifest(raw, Path(tract_small) / "manifest.json", 1, 9))
+    assert manifest.model.channels_per_bundle == 1 and not manifest.model.linear and manifest.parts == ()
+    assert manifest.n_classes == 72 and manifest.artifact("onnx").path == "model.onnx"
+
+
 def test_manifest_parts_checked(tom_bundle):
     from runtime.errors import ArtifactError
     from runtime.models.manifest_schema import parse_manifest
