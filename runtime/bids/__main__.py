@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from runtime.bids.layout import BidsDwi, find_dwis
 from runtime.cli import add_run_options, guarded, run_options
-from runtime.errors import InputError
+from runtime.bids.naming import dataset_description, write_dataset_description
+from runtime.bids.derivatives import STUDY_FOLDER, derivative_links
+from runtime.errors import InputError, OutputError
+from runtime.options import RunOptions
 
 PROG = "python -m runtime.bids"
 Runner = Callable[[list[BidsDwi], argparse.Namespace], int]
@@ -55,6 +59,48 @@ def plan(args: argparse.Namespace) -> list[BidsDwi]:
                      require_description=not args.skip_bids_validation)
 
 
+def run_bids(series: list[BidsDwi], args: argparse.Namespace, options: RunOptions) -> int:
+    """participant or group level (see the module docstring); the exit status."""
+    from runtime.checks.preflight import open_manifest, resolve_bundle_dir
+    from runtime.cohort.__main__ import run_study
+    from runtime.cohort.records import read_table
+    from runtime.cohort.subjects import Subject, safe_id
+
+    output_dir = Path(args.output_dir)
+    outroot = output_dir / STUDY_FOLDER
+    if args.analysis_level == "group":
+        from runtime.qc.study_report import write_study_report
+
+        try:
+            rows = read_table(outroot / "cohort.csv")
+        except ValueError as error:
+            raise InputError(f"{error} (run the participant level first)") from None
+        write_study_report(outroot, rows)
+        return 0 if all(row["status"] == "done" for row in rows) else 1
+    if not series:
+        raise InputError(f"{args.bids_dir}: no diffusion series to process")
+    try:
+        tool_version = version("tractseg-aot")
+    except PackageNotFoundError:
+        tool_version = "unknown"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_dataset_description(output_dir, dataset_description(tool_version, peaks_engine=options.peaks_engine))
+    by_id = {safe_id(s.name): s for s in series}
+    subjects = [Subject(sid, s.dwi, (str(s.bval), str(s.bvec), str(s.brain_mask) if s.brain_mask else None))
+                for sid, s in sorted(by_id.items())]
+    manifest = open_manifest(resolve_bundle_dir(options.artifacts, options.model), options.model)
+    status = run_study(args, options, subjects, outroot, manifest.bundle_id)
+    done = [row["subject"] for row in read_table(outroot / "cohort.csv") if row["status"] == "done"]
+    for sid in done:
+        if sid in by_id:
+            try:
+                derivative_links(by_id[sid], outroot / sid, output_dir, options)
+            except OSError as error:
+                raise OutputError(f"{output_dir}: cannot link {sid}'s derivatives ({error.strerror or error})") \
+                    from None
+    return status
+
+
 def main(argv: Sequence[str] | None = None, run: Runner | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -78,8 +124,6 @@ def main(argv: Sequence[str] | None = None, run: Runner | None = None) -> int:
         elif run is not None:
             status["code"] = run(series, args)
         else:
-            from runtime.bids.study import run_bids
-
             status["code"] = run_bids(series, args, options)
 
     return guarded(action, options.quiet, final=argv is None) or status["code"]

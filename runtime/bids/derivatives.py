@@ -1,0 +1,42 @@
+"""The BIDS App's outputs (``python -m runtime.bids BIDS OUT participant|group``, whose runner is
+:func:`runtime.bids.__main__.run_bids`): the study runner over the dataset's diffusion series, then BIDS
+derivatives.
+
+participant: every series (:func:`runtime.bids.find_dwis`) is one subject of ``runtime.cohort``'s study runner,
+run from its raw DWI (``--raw_diffusion_input`` with the series' own .bval/.bvec and brain mask) into
+``OUT/tractseg_output/<source entities>/`` (upstream's layout, resumable: a rerun skips what is done; parts and
+workers as the study runner's). Each done series is then linked (hard links, same file system) under BIDS
+derivatives names into ``OUT/sub-<p>[/ses-<s>]/dwi/`` (:mod:`runtime.bids.naming`: ``..._label-<bundle>_mask``,
+``..._probseg`` with ``--get_probabilities``, endings as ``desc-beginnings|endings`` masks), and
+``OUT/dataset_description.json`` names the generator. group: the study table and report
+(``OUT/tractseg_output/statistics.csv``, ``report.html``) from the participant runs' ``--statistics``.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from runtime.bids.layout import BidsDwi
+from runtime.bids.naming import ending_name, mask_name, probseg_name
+from runtime.options import RunOptions
+
+STUDY_FOLDER = "tractseg_output"
+
+
+def derivative_links(series: BidsDwi, subject_dir: Path, output_dir: Path, options: RunOptions) -> list[Path]:
+    """Link one done series' files under their BIDS names; returns the names made (replaced when present)."""
+    folder = series.output_dir(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for path in sorted(subject_dir.glob("*_segmentations/*.nii.gz")):
+        region = path.name[: -len(".nii.gz")]
+        if path.parent.name == "endings_segmentations":
+            name = ending_name(series.name, region)
+        else:
+            name = (probseg_name if options.get_probabilities else mask_name)(series.name, region)
+        temporary = folder / f".{name}.{secrets.token_hex(4)}"
+        os.link(path, temporary)
+        os.replace(temporary, folder / name)
+        made.append(folder / name)
+    return made
