@@ -1,5 +1,5 @@
-"""python -m benchmarks {quick,full,cohort-throughput,cohort-scale,precision}: latency and drift of every artifact against
-the live JAX model and upstream PyTorch (quick, full), and the cost of a study (cohort-*). quick is CI's (exit 1
+"""python -m benchmarks MODE (quick, full, cohort-*, precision, tracking, diffusion, winograd): latency and drift of
+every artifact against the live JAX model and upstream PyTorch (quick, full), and the cost of a study (cohort-*). quick is CI's (exit 1
 when an fp32 artifact drifts over the tolerance); full adds repeats and full-subject runs; cohort-throughput
 compares a shell loop of runtime.run with runtime.cohort settings on HCP-size subjects; cohort-scale measures
 runtime.cohort's own overhead, rerun and memory on many tiny subjects; precision compares every precision of a
@@ -49,8 +49,8 @@ def _cohort_options(p: argparse.ArgumentParser, subjects: int, shape: str) -> No
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="latency and drift of every artifact "
                                 "(quick, full); the cost of a study (cohort-throughput, cohort-scale)")
-    sub = p.add_subparsers(dest="mode", required=True,
-                           metavar="{quick,full,cohort-throughput,cohort-scale,cohort-rerun,precision,diffusion,winograd}")
+    modes = "quick,full,cohort-throughput,cohort-scale,cohort-rerun,precision,tracking,diffusion,winograd"
+    sub = p.add_subparsers(dest="mode", required=True, metavar="{" + modes + "}")
     for mode, text in (("quick", "CI: a few batches per backend, drift gate"),
                        ("full", "+ repeats, full-subject runs, Dice")):
         _latency_options(sub.add_parser(mode, help=text, description=text))
