@@ -13,20 +13,16 @@ from benchmarks import MASK_THRESHOLD
 def probability_drift(outputs: dict[int, np.ndarray], reference: dict[int, np.ndarray]) -> dict[str, Any]:
     """Max / mean abs difference and the fraction of (slice, bundle, pixel) whose prob > 0.5 mask differs,
     over the check batches both have seen."""
+    from export.verify import drift_figures
+
     common = sorted(set(outputs) & set(reference))
-    max_abs, total, count, flipped, slices = 0.0, 0.0, 0, 0, 0
-    for index in common:
-        got, ref = np.asarray(outputs[index], np.float32), np.asarray(reference[index], np.float32)
-        if got.shape != ref.shape:
-            raise ValueError(f"output shape {got.shape} != reference {ref.shape}")
-        diff = np.abs(got - ref)
-        max_abs = max(max_abs, float(diff.max()))
-        total += float(diff.sum(dtype=np.float64))
-        count += diff.size
-        flipped += int(np.count_nonzero((got > MASK_THRESHOLD) != (ref > MASK_THRESHOLD)))
-        slices += got.shape[0]
-    return {"max_abs": max_abs, "mean_abs": total / count if count else None,
-            "mask_diff_fraction": flipped / count if count else None, "batches": common, "slices": slices}
+    figures = drift_figures((outputs[i], reference[i]) for i in common)
+    flipped = sum(int(np.count_nonzero((np.asarray(outputs[i]) > MASK_THRESHOLD) != (reference[i] > MASK_THRESHOLD)))
+                  for i in common)
+    count = figures["values"]
+    return {"max_abs": figures["max_abs"], "mean_abs": figures["mean_abs"],
+            "mask_diff_fraction": flipped / count if count else None, "batches": common,
+            "slices": sum(int(np.asarray(outputs[i]).shape[0]) for i in common)}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

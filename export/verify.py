@@ -6,7 +6,7 @@ use (recorded under the key "<backend>:cuda"), else they are recorded as not run
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -76,18 +76,26 @@ def runner(bundle_dir: Path, artifact: Artifact, backend: str,
     return load_artifact(backend, path, artifact, device)
 
 
-def measure_drift(run: Callable[[np.ndarray], np.ndarray], batches: list[np.ndarray],
-                  references: list[np.ndarray], device: str = "cpu") -> dict[str, float]:
+def drift_figures(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, float | int | None]:
+    """Max and mean absolute difference over (output, reference) pairs, in float32 (the mean summed in float64),
+    and how many values were compared; DriftError when a pair's shapes differ. The export's gate and the
+    benchmarks' drift rows both use it."""
     max_abs, total, count = 0.0, 0.0, 0
-    for batch, ref in zip(batches, references):
-        got = np.asarray(run(batch), dtype=np.float32)
+    for got, ref in pairs:
+        got, ref = np.asarray(got, dtype=np.float32), np.asarray(ref, dtype=np.float32)
         if got.shape != ref.shape:
-            raise DriftError(f"output shape {got.shape} != live model's {ref.shape}")
+            raise DriftError(f"output shape {got.shape} != reference {ref.shape}")
         diff = np.abs(got - ref)
         max_abs = max(max_abs, float(diff.max()))
         total += float(diff.sum(dtype=np.float64))
         count += diff.size
-    return {"max_abs": max_abs, "mean_abs": total / count, "slices": sum(len(b) for b in batches),
+    return {"max_abs": max_abs, "mean_abs": total / count if count else None, "values": count}
+
+
+def measure_drift(run: Callable[[np.ndarray], np.ndarray], batches: list[np.ndarray],
+                  references: list[np.ndarray], device: str = "cpu") -> dict[str, float]:
+    figures = drift_figures((run(batch), ref) for batch, ref in zip(batches, references))
+    return {"max_abs": figures["max_abs"], "mean_abs": figures["mean_abs"], "slices": sum(len(b) for b in batches),
             "device": device}
 
 
