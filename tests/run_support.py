@@ -57,7 +57,13 @@ def build_bundle(cache: Path, task: str = "tract_segmentation", formats: tuple[s
     origin = f"w{hashlib.sha256(weights.read_bytes()).hexdigest()[:8]}" if weights else f"seed{seed}"
     model = task if tract_definition == "TractQuerier+" else f"{task}_{tract_definition}"
     name = f"{model}-S{size}-B{batch_size}-{'-'.join(formats + precisions)}-{'-'.join(platforms)}-{origin}"
-    out = cache / f"{name}-{key.hexdigest()[:12]}"
+    return cached_export(cache, name, key.hexdigest()[:12], args)
+
+
+def cached_export(cache: Path, name: str, key: str, args: list[str]) -> Path:
+    """``cache/<name>-<key>``: built with ``python -m export ARGS`` unless present; older builds of the same name
+    (another key) are removed."""
+    out = cache / f"{name}-{key}"
     if (out / "manifest.json").is_file():
         return out
     shutil.rmtree(out, ignore_errors=True)

@@ -5,9 +5,6 @@ small cube size (its INPUT_DIM and weights folders patched: the code path is ups
 from __future__ import annotations
 
 import hashlib
-import shutil
-import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import pytest
 
 from benchmarks.bundle import EXPORT_INPUTS
 from runtime.models.bundles import model_for
-from tests.run_support import REPO, bundle_cache
+from tests.run_support import REPO, bundle_cache, cached_export
 
 TOM_SEEDS = (101, 102, 103, 104)
 DM_SEED = 105
@@ -57,19 +54,7 @@ def export_bundle(config: pytest.Config, task: str, source: list[str], size: int
     given = Path(source[1])
     for path in (sorted(given.glob("*.npz")) if given.is_dir() else [given]):
         key.update(path.read_bytes())
-    cache = bundle_cache(config)
-    out = cache / f"{task}-S{size}-B{batch}-onnx-{key.hexdigest()[:12]}"
-    if (out / "manifest.json").is_file():
-        return out
-    shutil.rmtree(out, ignore_errors=True)
-    done = subprocess.run([sys.executable, "-m", "export", *args, "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"python -m export {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    for stale in cache.glob(f"{task}-S{size}-B{batch}-onnx-*"):
-        if stale != out:
-            shutil.rmtree(stale, ignore_errors=True)
-    return out
+    return cached_export(bundle_cache(config), f"{task}-S{size}-B{batch}-onnx", key.hexdigest()[:12], args)
 
 
 def write_masks(folder: Path, bundles, shape: tuple[int, int, int], affine: np.ndarray, seed: int = 0,
