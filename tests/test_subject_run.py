@@ -110,3 +110,19 @@ def test_api_segment_writes_what_the_cli_writes(tract_small, tmp_path):
             assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj)) and a.get_data_dtype() == b.get_data_dtype()
     assert (tmp_path / "cli" / "statistics.json").read_text() == (tmp_path / "api" / "statistics.json").read_text()
     assert Path(report.document["outputs"][0]).is_file() and report.slices_run and report.peak_rss_mb > 0
+
+
+def test_a_file_size_limit_is_one_line_like_a_full_disk(tract_small, tmp_path):
+    """Under ``ulimit -f`` a write fails with EFBIG (Python ignores SIGXFSZ): exit 1, one line, nothing written."""
+    import resource
+
+    peaks = save_peaks(tmp_path / "peaks.nii.gz", synthetic_peaks((16, 18, 15)))
+    out = tmp_path / "out"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))  # noqa: E731 (bytes)
+    done = subprocess.run([sys.executable, "-m", "runtime.run", str(peaks), "-o", str(out), "--artifacts",
+                           str(tract_small), "--quiet", "--get_probabilities"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, preexec_fn=limit)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("tractseg-aot: error:")]
+    assert len(errors) == 1 and "file-size limit" in errors[0] and "Traceback" not in done.stderr, done.stderr
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
