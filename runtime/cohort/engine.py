@@ -102,7 +102,8 @@ def run_subjects(subjects: list[Subject], outroot: str, options: RunOptions, bun
         return
     if workers == 0 and scheduler is None:
         for subject in subjects:
-            yield process_subject(subject.id, str(subject.peaks), outroot, options, bundle_id, subject.gradients)
+            yield process_subject(subject.id, str(subject.peaks), outroot, options, bundle_id, subject.gradients,
+                                  progress=not options.quiet)  # the subject's network / bundle bars, in this process
         return
     dask, distributed = _dask()
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,

@@ -93,7 +93,8 @@ def subject_log() -> Iterator[list[str]]:
 
 
 def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions, bundle_id: str,
-                    gradients: tuple[str | None, str | None, str | None] | None = None) -> CohortRow:
+                    gradients: tuple[str | None, str | None, str | None] | None = None,
+                    progress: bool = False) -> CohortRow:
     """Segment one subject; returns its cohort.csv row (status done or failed). Never raises for a subject: an
     unexpected error fails that subject alone, as a Dask task's exception does, with the traceback saved."""
     from runtime.subject import check_input_path, check_subject, run_subject
@@ -111,7 +112,7 @@ def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions,
             identity = InputIdentity.stat(peaks)
             remove_done_record(folder)
             digest = sha256_of(peaks)  # recorded once, never recomputed on reruns
-            run = options.replace(force=True, quiet=True)
+            run = options.replace(force=True, quiet=not progress)  # progress: this process's own bars (--workers 0)
             if gradients is not None:  # a DWI whose bvals, bvecs and mask were found for it (BIDS)
                 run = run.replace(bvals=gradients[0], bvecs=gradients[1], brain_mask=gradients[2])
             pipeline = cached_pipeline(run)

@@ -120,10 +120,23 @@ def parse_manifest(raw: Any, path: Path, format_version: int, channels: int, pre
     if "parts" in raw and not prefix:
         return _parse_parts(c, raw, path, format_version, channels)
 
-    model_fields = _model(c, raw)
-    n_classes = model_fields["n_classes"]
-
+    model_fields = _model(c, raw)  # the sections in document order, so the first problem is the one named
     function = c.section(raw, "function")
+    tensors = _tensors(c, function, channels, model_fields["n_classes"])
+    weights = _weights(c, raw)
+    files = _files(c, raw)
+    artifacts = _artifacts(c, raw, files)
+    self_check = _self_check(c, raw, files)
+    versions = c.section(raw, "versions")
+    return {"parts": (), "self_check": self_check, "format_version": version, "model": model_fields,
+            "input": tensors["input"], "output": tensors["output"],
+            "contains": c.section(function, "contains", "function", optional=True), "weights": weights,
+            "artifacts": artifacts, "files": files, "versions": {str(k): str(v) for k, v in versions.items()},
+            "exported_at": c.get(raw, "exported_at", str, "manifest")}
+
+
+def _tensors(c: _Checker, function: dict[str, Any], channels: int, n_classes: int) -> dict[str, dict[str, Any]]:
+    """``function.input`` / ``function.output``: float32 (batch, channels, S, S) -> (batch, n_classes, S, S)."""
     tensors = {}
     for key in ("input", "output"):
         spec = c.section(function, key, "function")
@@ -140,16 +153,23 @@ def parse_manifest(raw: Any, path: Path, format_version: int, channels: int, pre
     if tensors["output"]["shape"] != (batch, n_classes, size, size):
         raise c.fail("function.output.shape", f"{list(tensors['output']['shape'])} is not "
                      f"[{batch}, {n_classes}, {size}, {size}]")
+    return tensors
 
+
+def _weights(c: _Checker, raw: dict[str, Any]) -> dict[str, Any]:
+    """``weights``: where they came from (a demo seed is read from the source when not given)."""
     weights = c.section(raw, "weights")
     source = c.get(weights, "source", str, "weights")
     seed = c.get(weights, "seed", (int, type(None)), "weights", True)
     if seed is None and (match := SEED_SOURCE.fullmatch(source)):
         seed = int(match.group(1))
-    weights_fields = {"source": source, "sha256": c.get(weights, "sha256", (str, type(None)), "weights"),
-                      "demo": c.get(weights, "demo", bool, "weights"), "seed": seed,
-                      "note": c.get(weights, "note", str, "weights", True, "")}
+    return {"source": source, "sha256": c.get(weights, "sha256", (str, type(None)), "weights"),
+            "demo": c.get(weights, "demo", bool, "weights"), "seed": seed,
+            "note": c.get(weights, "note", str, "weights", True, "")}
 
+
+def _files(c: _Checker, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``files``: every file of the bundle, a relative path inside it with its size and sha256."""
     files = {}
     for rel, entry in c.section(raw, "files").items():
         where = f"files[{rel!r:.60}]"
@@ -160,7 +180,11 @@ def parse_manifest(raw: Any, path: Path, format_version: int, channels: int, pre
         if size_bytes < 0 or not SHA256.fullmatch(digest):
             raise c.fail(where, "needs a size >= 0 and a 64-digit lowercase hex sha256")
         files[rel] = {"size": size_bytes, "sha256": digest}
+    return files
 
+
+def _artifacts(c: _Checker, raw: dict[str, Any], files: dict[str, Any]) -> list[dict[str, Any]]:
+    """``artifacts``: at least one, unique ids, known platforms and precisions, every file listed in ``files``."""
     artifacts, ids = [], set()
     entries = c.get(raw, "artifacts", list, "manifest")
     if not entries:
@@ -189,23 +213,20 @@ def parse_manifest(raw: Any, path: Path, format_version: int, channels: int, pre
         if unlisted:
             raise c.fail(f"{where}.files", f"{unlisted[0]!r} has no entry (size, sha256) under files")
         artifacts.append(artifact)
+    return artifacts
 
-    self_check = None
-    if raw.get("self_check") is not None:
-        section = c.section(raw, "self_check")
-        self_check = {"path": c.relative(c.get(section, "path", str, "self_check"), "self_check.path"),
-                      "stride": c.get(section, "stride", int, "self_check"),
-                      "source": c.get(section, "source", str, "self_check", True, "")}
-        if self_check["path"] not in files or self_check["stride"] < 1:
-            raise c.fail("self_check", "needs a path listed under files and a stride >= 1")
 
-    versions = c.section(raw, "versions")
-    return {"parts": (), "self_check": self_check, "format_version": version, "model": model_fields,
-            "input": tensors["input"],
-            "output": tensors["output"], "contains": c.section(function, "contains", "function", optional=True),
-            "weights": weights_fields, "artifacts": artifacts, "files": files,
-            "versions": {str(k): str(v) for k, v in versions.items()},
-            "exported_at": c.get(raw, "exported_at", str, "manifest")}
+def _self_check(c: _Checker, raw: dict[str, Any], files: dict[str, Any]) -> dict[str, Any] | None:
+    """``self_check`` (optional): the check batch file, listed under ``files``, and its stride."""
+    if raw.get("self_check") is None:
+        return None
+    section = c.section(raw, "self_check")
+    self_check = {"path": c.relative(c.get(section, "path", str, "self_check"), "self_check.path"),
+                  "stride": c.get(section, "stride", int, "self_check"),
+                  "source": c.get(section, "source", str, "self_check", True, "")}
+    if self_check["path"] not in files or self_check["stride"] < 1:
+        raise c.fail("self_check", "needs a path listed under files and a stride >= 1")
+    return self_check
 
 
 def _parse_parts(c: _Checker, raw: dict[str, Any], path: Path, format_version: int,
