@@ -218,3 +218,19 @@ def test_interrupt_under_dask_is_quiet_and_says_what_was_written(tract_small, tm
     with open(out / "cohort.csv", newline="") as f:
         rows = {row["subject"]: row for row in csv.DictReader(f)}
     assert rows[ids[0]]["status"] == "done"
+
+
+def test_cohort_table_that_cannot_be_written_is_one_line(tract_small, tmp_path):
+    """A rerun that finds every subject done but cannot write cohort.csv (here a file-size limit, as a full disk
+    would): one line naming the table, exit 1."""
+    import resource
+
+    study_of(tmp_path / "study", 2)
+    out = tmp_path / "out"
+    args = (tmp_path / "study", "-o", out, "--artifacts", tract_small, "--workers", "0", "--quiet")
+    assert cohort(*args).returncode == 0
+    before = (out / "cohort.csv").read_bytes()
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))  # noqa: E731 (bytes)
+    done = cohort(*args, preexec_fn=limit)
+    one_line_error(done, str(out / "cohort.csv"), "cannot be written")
+    assert (out / "cohort.csv").read_bytes() == before  # the old table stays whole (atomic replace)

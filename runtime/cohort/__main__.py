@@ -21,7 +21,8 @@ from runtime.checks.input_checks import available_memory_bytes
 from runtime.checks.preflight import available_cores, check_writable_dir, open_manifest, resolve_bundle_dir
 from runtime.cli import add_run_options, guarded, path_arg, run_options
 from runtime.cohort.engine import default_threads, default_workers, run_subjects
-from runtime.cohort.records import DONE_NAME, RESERVED_NAMES, CohortTable, DoneCheck, reserved_name, table_name
+from runtime.cohort.records import (RESERVED_NAMES, CohortTable, DoneCheck, read_done_record, reserved_name,
+                                    table_name)
 from runtime.cohort.subjects import (DEFAULT_PATTERN, CohortInputError, Subject, check_parts, discover,
                                      split_parts)
 from runtime.errors import InputError, OutputError
@@ -142,7 +143,7 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
                     tqdm.write(f"tractseg-aot: {row.subject} failed: {row.error}", file=sys.stderr)
                 bar.update(1)
         except BaseException:  # SIGINT / SIGTERM (and a bug): say truly what is on disk
-            _done_on_disk(todo, root)
+            _done_on_disk(todo, root, table)
             raise
         finally:
             if len(table):
@@ -157,12 +158,16 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
     return 1 if failed_rows else 0
 
 
-def _done_on_disk(todo: list, root: str) -> None:
-    """On SIGINT / SIGTERM: the subjects a worker finished whose row had not reached this process yet join what
-    the interrupt reports as written (their done-records are on disk)."""
+def _done_on_disk(todo: list, root: str, table: CohortTable) -> None:
+    """On SIGINT / SIGTERM: the subjects a worker finished whose row had not reached this process yet (their
+    done-records are on disk) join the table and what the interrupt reports as written."""
     known = {str(path) for path in COMMITTED}
-    COMMITTED.extend(Path(root) / s.id for s in todo
-                     if str(Path(root) / s.id) not in known and os.path.isfile(os.path.join(root, s.id, DONE_NAME)))
+    for subject in todo:
+        folder = os.path.join(root, subject.id)
+        record = read_done_record(folder) if folder not in known else None
+        if record is not None and isinstance(record.get("row"), dict):
+            COMMITTED.append(Path(folder))
+            table.update(record["row"], write=False)
 
 
 def main(argv: list[str] | None = None) -> int:
