@@ -111,9 +111,11 @@ def run_subjects(subjects: list[Subject], outroot: str, options: RunOptions, bun
         cluster = None
         try:
             if scheduler is None:
+                # silence_logs=CRITICAL: a worker's own error logs (a task cut off when an interrupted study closes
+                # the cluster) are not for the user; every subject's failure is reported in cohort.csv instead
                 with workers_ignore_sigint():
                     cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                       dashboard_address=":0", memory_limit=0, silence_logs=40)
+                                                       dashboard_address=":0", memory_limit=0, silence_logs=50)
                 client = distributed.Client(cluster)
             else:
                 client = distributed.Client(scheduler, timeout="30s")
