@@ -3,12 +3,11 @@ contract) and writes its JSON form; the runtime reads it back with :func:`runtim
 from __future__ import annotations
 
 import datetime
-import platform
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from runtime.models.bundles import Model
 from runtime.io.checksum import sha256_of
+from runtime.qc.report import package_versions as versions_of
 from runtime.models.manifest import (INPUT_NAME, OUTPUT_NAME, PEAK_CHANNELS, Artifact, FileEntry, Manifest, ModelInfo,
                               SelfCheck, TensorSpec, WeightsInfo)
 
@@ -26,14 +25,8 @@ def contains(model: Model) -> dict[str, object]:
 
 
 def package_versions() -> dict[str, str]:
-    found = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    found["python"] = platform.python_version()
-    return found
+    """The export toolchain's versions (those installed) and Python's, recorded in the manifest."""
+    return versions_of(VERSIONED_PACKAGES, missing=None)
 
 
 def file_entries(bundle_dir: Path, rels: list[str]) -> dict[str, FileEntry]:
