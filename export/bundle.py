@@ -60,6 +60,17 @@ def traced_function(network: TractSeg) -> Callable[[jax.Array], jax.Array]:
     return tractseg
 
 
+def partial_folder(out: Path, force: bool) -> Path:
+    """``<out>.partial``, new and empty: a build writes there and renames it into place when everything passed.
+    FileExistsError when ``out`` exists and not ``force``."""
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists (use --force to replace it)")
+    work = out.with_name(out.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
 def build_bundle(network: TractSeg, request: ExportRequest, weights: WeightsInfo,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export, verify and write the bundle; returns a summary (times, sizes, drift)."""
@@ -69,11 +80,7 @@ def build_bundle(network: TractSeg, request: ExportRequest, weights: WeightsInfo
     if request.slice_size % 16:
         raise ValueError(f"slice size {request.slice_size} is not divisible by 16")
     check_requested(request.precisions, request.formats)
-    if request.out.exists() and not request.force:
-        raise FileExistsError(f"{request.out} exists (use --force to replace it)")
-    work = request.out.with_name(request.out.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = partial_folder(request.out, request.force)
     try:
         return _build(network, request, weights, work, log)
     finally:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from export.bundle import ExportRequest, build_bundle
+from export.bundle import ExportRequest, build_bundle, partial_folder
 from export.manifest_writer import file_entries, package_versions
 from export.model import TractSeg
 from runtime.models.bundles import Model
@@ -29,11 +29,7 @@ def build_parts_bundle(networks: Sequence[Callable[[], TractSeg]], request: Expo
     if request.precisions != ("fp32",):
         raise ValueError(f"{model.name}: only fp32 is exported for part models "
                          f"(asked: {', '.join(request.precisions)})")
-    if request.out.exists() and not request.force:
-        raise FileExistsError(f"{request.out} exists (use --force to replace it)")
-    work = request.out.with_name(request.out.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = partial_folder(request.out, request.force)
     try:
         summaries = {}
         parts = []
