@@ -42,6 +42,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tract_segmentations_path", metavar="DIR", type=path_arg,
                    help="TOM: the bundle masks (default: <output>/bundle_segmentations, from a tract_segmentation "
                         "run)")
+    p.add_argument("--rescale_dm", action="store_true",
+                   help="dm_regression: min-max scale the density maps over all bundles, as upstream (whose "
+                        "range(0, 100) gives [0, 1])")
+    p.add_argument("--flip", action="store_true",
+                   help="accepted for upstream's command lines and, as upstream 2.10 does, not applied (its "
+                        "Config.FLIP_OUTPUT_PEAKS is never read): TOMs are written unchanged")
     p.add_argument("--get_probabilities", action="store_true",
                    help="float32 probabilities instead of masks (no post-processing)")
     p.add_argument("--no_postprocess", action="store_true", help="keep small blobs (tract_segmentation)")
@@ -89,7 +95,8 @@ def run_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> RunOpti
                    tract_segmentations_path=args.tract_segmentations_path,
                    raw_diffusion_input=args.raw_diffusion_input, bvals=args.bvals, bvecs=args.bvecs,
                    brain_mask=args.brain_mask, csd_type=args.csd_type,
-                   keep_intermediate_files=args.keep_intermediate_files, peaks_engine=args.peaks_engine)
+                   keep_intermediate_files=args.keep_intermediate_files, peaks_engine=args.peaks_engine,
+                   rescale_dm=args.rescale_dm)
     try:
         return RunOptions(**options)
     except ValueError as error:

@@ -54,6 +54,7 @@ class RunOptions:
     csd_type: str = "csd"
     keep_intermediate_files: bool = False
     peaks_engine: str = "auto"  # auto | mrtrix | dipy
+    rescale_dm: bool = False  # dm_regression: upstream's min-max scaling of the whole output (to [0, 1])
 
     def __post_init__(self) -> None:
         model_for(self.output_type, self.tract_definition)  # ValueError naming what is supported
@@ -74,6 +75,8 @@ class RunOptions:
             found.append("--bvals / --bvecs / --brain_mask are for --raw_diffusion_input")
         if self.peaks_engine not in ("auto", "mrtrix", "dipy"):
             found.append(f"--peaks-engine {self.peaks_engine!r}: expected auto, mrtrix or dipy")
+        if self.rescale_dm and self.output_type != "dm_regression":
+            found.append("--rescale_dm is only used with --output_type dm_regression")
         if self.tract_segmentations_path is not None and self.output_type != "TOM":
             found.append("--tract_segmentations_path is only used with --output_type TOM")
         return found
@@ -85,7 +88,7 @@ class RunOptions:
     @property
     def save(self) -> SaveOptions:
         return SaveOptions(single_file=self.single_output_file, probabilities=self.get_probabilities,
-                           postprocess=self.postprocess)
+                           postprocess=self.postprocess, rescale_dm=self.rescale_dm)
 
     def replace(self, **changes: Any) -> RunOptions:
         return dataclasses.replace(self, **changes)
@@ -97,7 +100,8 @@ class RunOptions:
                 "single_output_file": self.single_output_file, "get_probabilities": self.get_probabilities,
                 "postprocess": self.postprocess, "statistics": self.statistics, "preview": self.preview,
                 "precision": self.precision,
-                **({"tract_segmentations_path": self.tract_segmentations_path} if self.output_type == "TOM" else {})}
+                **({"tract_segmentations_path": self.tract_segmentations_path} if self.output_type == "TOM" else {}),
+                **({"rescale_dm": self.rescale_dm} if self.output_type == "dm_regression" else {})}
 
     def pipeline_key(self) -> tuple:
         """What selects an opened pipeline (a process keeps one per key)."""

@@ -32,25 +32,63 @@ def peaks(tmp_path_factory) -> Path:
     return save_peaks(tmp_path_factory.mktemp("dm") / "peaks.nii.gz", synthetic_peaks(SHAPE, seed=8), FLIPPED)
 
 
-def test_dm_equals_upstream_without_jax(dm_bundle, peaks, tmp_path, monkeypatch, request):
+@pytest.fixture(scope="module")
+def expected(peaks, request) -> np.ndarray:
+    """Upstream's density maps for ``peaks``: (X, Y, Z, 72) after bin/TractSeg's threshold."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return upstream_run(monkeypatch, peaks, weights_dir(request.config), SIZE, "dm_regression")
+
+
+def read_maps(out: Path) -> np.ndarray:
+    assert sorted(p.name for p in (out / "dm_regression").iterdir()) == sorted(f"{b}.nii.gz" for b in DM.bundles)
+    return np.stack([read(out / "dm_regression" / f"{b}.nii.gz")[0] for b in DM.bundles], axis=-1)
+
+
+def threshold_ties(ours: np.ndarray, theirs: np.ndarray, threshold: float) -> np.ndarray:
+    """Voxels zeroed by the threshold on one side only; each must be a tie (within 1e-4 of ``threshold``)."""
+    one_side = (ours == 0) != (theirs == 0)
+    assert np.all(np.abs(np.where(one_side, ours + theirs, threshold) - threshold) <= 1e-4), "a non-tie zeroed"
+    return one_side
+
+
+def test_dm_equals_upstream_without_jax(dm_bundle, peaks, expected, tmp_path):
     out = tmp_path / "out"
     done = run_module("runtime.run", str(peaks), "-o", str(out), "--artifacts", str(dm_bundle),
                       "--output_type", "dm_regression", "--quiet", timeout=600)
     assert done.returncode == 0, done.stderr
-    expected = upstream_run(monkeypatch, peaks, weights_dir(request.config), SIZE, "dm_regression")
-    assert sorted(p.name for p in (out / "dm_regression").iterdir()) == sorted(f"{b}.nii.gz" for b in DM.bundles)
-    ours = np.stack([read(out / "dm_regression" / f"{b}.nii.gz")[0] for b in DM.bundles], axis=-1)
+    ours = read_maps(out)
     assert ours.dtype == np.float32 == expected.dtype and ours.shape == expected.shape
-    one_side = (ours == 0) != (expected == 0)
-    ties = int(one_side.sum())
-    assert np.all(np.abs(np.where(one_side, ours + expected, 0.01) - 0.01) <= 1e-4), "a non-tie zeroed on one side"
+    one_side = threshold_ties(ours, expected, 0.01)
     both = ~one_side
     worst = float(np.abs(ours[both] - expected[both]).max())
-    print(f"dm_regression parity: max abs {worst:.2e}, {ties} threshold ties, "
+    print(f"dm_regression parity: max abs {worst:.2e}, {int(one_side.sum())} threshold ties, "
           f"{int((expected != 0).sum())} nonzero voxels of {expected.size}")
     assert worst <= 1e-4
     nonzero = float((expected != 0).mean())
-    assert 0.05 < nonzero < 0.95 and expected[expected != 0].std() > 0.05, (nonzero, ties)  # not vacuous
+    assert 0.05 < nonzero < 0.95 and expected[expected != 0].std() > 0.05, nonzero  # not vacuous
+
+
+def test_rescale_dm_equals_upstreams_scaling(dm_bundle, peaks, expected, tmp_path):
+    """--rescale_dm: upstream's own img_utils.scale_to_range(seg, range(0, 100)) applied to upstream's maps (the
+    whole 4D output's min and max; [0, 1] in effect). Tolerance: the 1e-4 of the raw maps divided by the range
+    (> 1 here), plus float32 rounding of the division."""
+    from tractseg.libs.img_utils import scale_to_range
+
+    from runtime.run import main
+
+    out = tmp_path / "out"
+    assert main([str(peaks), "-o", str(out), "--artifacts", str(dm_bundle), "--output_type", "dm_regression",
+                 "--rescale_dm", "--quiet"]) == 0
+    ours, theirs = read_maps(out), scale_to_range(expected, range(0, 100))
+    assert theirs.dtype == np.float32 and theirs.min() == 0 and theirs.max() == 1 and expected.max() > 1
+    assert ours.min() == 0 and ours.max() == 1
+    one_side = threshold_ties(ours, theirs, float(0.01 / expected.max()))
+    assert float(np.abs(ours - theirs)[~one_side].max()) <= 1e-4
+
+
+def test_rescale_dm_refused_for_other_output_types(tract_small, peaks, tmp_path, capsys):
+    refused(capsys, tmp_path, peaks, "-o", tmp_path / "out", "--artifacts", tract_small, "--rescale_dm",
+            expect="--rescale_dm is only used with --output_type dm_regression", code=2)
 
 
 def test_dm_single_output_file(dm_bundle, peaks, tmp_path, capsys):

@@ -7,6 +7,8 @@ time (:meth:`Segmentation.probability`, :meth:`Segmentation.mask`) or stacked (:
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +19,10 @@ import numpy as np
 from runtime.io.geometry import BBox, Transform
 from runtime.io.nifti_io import output_bytes, output_paths, strip_nifti
 from runtime.outputs.output_set import StagedOutputs
-from runtime.outputs.writers import OutputSpec, bundle_volume, write_outputs
+from runtime.outputs.writers import OutputSpec, bundle_volume, value_range, write_outputs
 from runtime.network.predict import SliceStats
 
+log = logging.getLogger("tractseg_aot")
 BundleHook = Callable[[int, str, np.ndarray], None]  # (index, name, written volume on the input grid)
 
 
@@ -41,6 +44,7 @@ class SaveOptions:
     single_file: bool = False
     probabilities: bool = False  # --get_probabilities
     postprocess: bool = True  # not --no_postprocess
+    rescale_dm: bool = False  # --rescale_dm: dm_regression's values min-max scaled over the whole output
 
 
 @dataclass
@@ -118,7 +122,8 @@ class Segmentation:
                             options.postprocess)
 
     def save(self, outdir: str | os.PathLike[str], single_file: bool = False, probabilities: bool = False,
-             postprocess: bool = True, force: bool = False, statistics: bool = False) -> list[Path]:
+             postprocess: bool = True, force: bool = False, statistics: bool = False,
+             rescale_dm: bool = False) -> list[Path]:
         """Write upstream's output layout under ``outdir`` (and statistics.json), all or nothing, with the
         writer every run uses (:func:`runtime.subject.save_segmentation`); returns the files."""
         from runtime.models.bundles import MODELS
@@ -129,7 +134,7 @@ class Segmentation:
         options = RunOptions(output_type=self.output_type,
                              tract_definition=model.tract_definition if model else "TractQuerier+",
                              single_output_file=single_file, get_probabilities=probabilities, postprocess=postprocess,
-                             force=force, statistics=statistics, quiet=True)
+                             force=force, statistics=statistics, rescale_dm=rescale_dm, quiet=True)
         return save_segmentation(self, outdir, options)
 
     def write_into(self, staged: StagedOutputs, options: SaveOptions,
@@ -138,5 +143,11 @@ class Segmentation:
         paths. ``on_bundle`` sees each written volume (statistics, preview) without recomputing it."""
         final = self.files(staged.outdir, options)
         staged_paths = tuple(staged.path(p.relative_to(staged.outdir)) for p in final)
-        written, _ = write_outputs(self.fused, self._spec(options, staged_paths), on_bundle)
+        spec = self._spec(options, staged_paths)
+        if options.rescale_dm and self.output_type == "dm_regression":
+            found = value_range(self.fused, spec)
+            if found is None:
+                log.warning("--rescale_dm: every written value is the same; the density maps are written unscaled")
+            spec = dataclasses.replace(spec, value_range=found)
+        written, _ = write_outputs(self.fused, spec, on_bundle)
         return [staged.outdir / p.relative_to(staged.staging) for p in written]

@@ -6,6 +6,12 @@ back, un-pad, un-crop (:func:`to_original_space`) -> remove small blobs (tract s
 -> flip back to the input's axes -> write. Only one bundle volume in the input grid exists at a time: per-bundle
 files are written as they are made, and ``--single_output_file`` streams the volumes into one 4D file.
 
+``--rescale_dm`` (dm_regression) is ``bin/TractSeg``'s ``img_utils.scale_to_range(seg, range(0, 100))`` after the
+threshold: ``(seg - min) / (max - min)`` over the whole 4D output (every bundle, the zero padding included), so
+:func:`value_range` makes a first pass for the two numbers. Upstream's ``range(0, 100)`` puts the result in [0, 1],
+not [0, 100] (``range[1]`` is 1); we write upstream's values. An output whose min equals its max (upstream: 0 / 0,
+NaN everywhere) is written unscaled, with a warning.
+
 The on-disk dtype is upstream's (:func:`output_dtype`). Upstream's blob removal returns int32 for every bundle
 that had a voxel and the uint8 input for an empty one, and the stacked result is int32 unless *every* bundle
 was empty; that is only known at the end, so in that one case the files are rewritten as uint8 zeros.
@@ -40,6 +46,7 @@ class OutputSpec:
     bbox: BBox
     shape: tuple[int, int, int]  # the input grid
     threshold: float | None = None  # dm_regression: values below it set to 0 (bin/TractSeg, Config.THRESHOLD)
+    value_range: tuple[np.float32, np.float32] | None = None  # --rescale_dm: (min, max) of the whole output
 
     @property
     def removes_blobs(self) -> bool:
@@ -64,7 +71,21 @@ def bundle_volume(prob_cube: np.ndarray, name: str, spec: OutputSpec) -> tuple[n
     had_voxels = bool(volume.any())
     if spec.removes_blobs and had_voxels:
         volume = remove_small_blobs(volume)
+    if spec.value_range is not None:
+        low, high = spec.value_range
+        volume = (volume - low) / (high - low)  # float32 throughout, as upstream's scale_to_range
     return flip(volume, spec.flip_axes), had_voxels
+
+
+def value_range(fused: np.ndarray, spec: OutputSpec) -> tuple[np.float32, np.float32] | None:
+    """(min, max) over every bundle's written values (the threshold applied), or None when they are all equal
+    (nothing to rescale: upstream would divide 0 by 0)."""
+    low = high = None
+    for index, name in enumerate(spec.bundles):
+        volume, _ = bundle_volume(fused[index], name, spec)
+        low = volume.min() if low is None else min(low, volume.min())
+        high = volume.max() if high is None else max(high, volume.max())
+    return None if low == high else (low, high)
 
 
 def write_outputs(fused: np.ndarray, spec: OutputSpec,
