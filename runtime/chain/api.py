@@ -1,0 +1,182 @@
+"""The whole chain on one subject: :func:`check_chain` (every cheap check, before any network runs), then
+:func:`run_chain` (tract_segmentation -> endings_segmentation -> TOM on the masks just written -> tracking ->
+tractometry), each step being the existing function its own command runs:
+
+| step                    | runs                                                                          |
+|-------------------------|-------------------------------------------------------------------------------|
+| the three networks      | :func:`runtime.subject.check_subject` + :func:`runtime.subject.run_subject`   |
+| tracking                | :func:`runtime.tracking.api.track_output_folder`                              |
+| tractometry             | :func:`runtime.tractometry.table.tractometry` -> ``TractometryTable.write_csv`` |
+
+Outputs in upstream's layout under OUT: ``bundle_segmentations/``, ``endings_segmentations/``, ``TOM/``,
+``TOM_trackings/`` and ``Tractometry.csv``. Each step commits its own outputs (all or nothing per step); a bad
+input found by :func:`check_chain` writes nothing at all.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+
+from runtime.chain.options import STEP_TASKS, TRACTOMETRY_CSV, ChainOptions
+from runtime.checks.preflight import check_outputs, open_manifest
+from runtime.errors import InputError
+from runtime.models.bundles import model_for
+from runtime.models.manifest import Manifest
+from runtime.options import RunOptions
+from runtime.qc.report import peak_rss_mb
+from runtime.subject import check_input_path, check_subject, run_subject, subject_name
+from runtime.tracking.api import TRACKING_FOLDER, track_output_folder
+from runtime.tracking.extra import require_dipy
+from runtime.tracking.prepare import check_grid
+from runtime.tracking.writers import extension
+from runtime.tractometry.table import TRACTOMETRY_BUNDLES, tractometry
+
+log = logging.getLogger("tractseg_aot")
+NO_SCALAR = "no scalar map given: the chain stops after tracking (no {csv}); give a scalar map (e.g. FA) for it"
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """A chain checked and ready: the inputs, each step's options and manifest, what tracking and tractometry do."""
+
+    peaks: Path
+    outdir: Path
+    scalar: Path | None
+    options: ChainOptions
+    steps: tuple[tuple[RunOptions, Manifest], ...]
+    profiled: tuple[str, ...]  # the tracked bundles that upstream's Tractometry profiles, in its order
+
+    @property
+    def bundle_id(self) -> str:
+        """The three bundles' ids, joined (the study runner's done-records compare it)."""
+        return "+".join(manifest.bundle_id for _, manifest in self.steps)
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """What a chain run did (the same fields as :class:`runtime.subject.RunReport`, so the study runner records
+    either), plus the tractometry CSV (None without a scalar map)."""
+
+    outputs: tuple[Path, ...]
+    timings_s: dict[str, float]
+    slices_run: int | None
+    peak_rss_mb: float
+    document: dict[str, Any]
+    csv: Path | None
+
+
+def bundle_manifests(options: ChainOptions) -> tuple[tuple[RunOptions, Manifest], ...]:
+    """Each step's options and its bundle's manifest, checked to be the step's model (one line otherwise)."""
+    steps = []
+    for task in STEP_TASKS:
+        step = options.step_options(task)
+        steps.append((step, open_manifest(Path(step.artifacts), model_for(task))))
+    return tuple(steps)
+
+
+def check_scalar(scalar: Path, peaks: Path) -> None:
+    """The scalar map exists, is a readable 3D NIfTI and lies on the peaks' grid (headers only)."""
+    if not scalar.is_file():
+        raise InputError(f"{scalar}: scalar map not found")
+    try:
+        image, reference = nib.load(str(scalar)), nib.load(str(peaks))
+    except Exception as error:  # nibabel raises many types for a damaged file
+        raise InputError(f"{scalar}: not a readable NIfTI image ({type(error).__name__})") from None
+    if len(image.shape) != 3:
+        raise InputError(f"{scalar}: expected a 3D scalar map, got shape {image.shape}")
+    check_grid(image, scalar, reference.shape[:3], reference.affine, peaks)
+
+
+def planned_outputs(plan_steps, outdir: Path, options: ChainOptions, with_csv: bool) -> list[Path]:
+    files = [f for step, _ in plan_steps for f in step.output_files(outdir)]
+    ending = extension(options.tracking.tracking_format)
+    for bundle in options.bundles:
+        tractogram = outdir / TRACKING_FOLDER / f"{bundle}.{ending}"
+        files += [tractogram, tractogram.with_name(tractogram.name + ".json")]
+    return files + ([outdir / TRACTOMETRY_CSV] if with_csv else [])
+
+
+def check_chain(peaks: str | os.PathLike[str], outdir: str | os.PathLike[str],
+                scalar: str | os.PathLike[str] | None, options: ChainOptions) -> ChainPlan:
+    """Every check the chain can make before a network runs, cheap ones first: the tracking extra, the peaks
+    path, the three bundles, the scalar map (readable, 3D, the peaks' grid), the bundle list, and that no output
+    exists (unless ``force``) and none is an input. Raises TractSegError (one line)."""
+    require_dipy()
+    check_input_path(peaks)
+    peaks, outdir = Path(peaks), Path(outdir)
+    steps = bundle_manifests(options)
+    scalar = Path(scalar) if scalar is not None else None
+    if scalar is not None:
+        check_scalar(scalar, peaks)
+    profiled = tuple(b for b in TRACTOMETRY_BUNDLES if b in options.bundles)
+    if scalar is not None and not profiled:
+        raise InputError(f"--bundles: none of {','.join(options.bundles)} is profiled by upstream's Tractometry "
+                         f"(it leaves out CA, CC, MLF, FX and the T_/ST_ bundles of PREF, PREC, POSTC, PAR, OCC)")
+    check_outputs(planned_outputs(steps, outdir, options, scalar is not None), options.run.force,
+                  inputs=[peaks] + ([scalar] if scalar is not None else []))
+    return ChainPlan(peaks, outdir, scalar, options, steps, profiled)
+
+
+def _progress(options: ChainOptions):
+    if options.run.quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm
+
+
+def run_chain(peaks: str | os.PathLike[str], outdir: str | os.PathLike[str],
+              scalar: str | os.PathLike[str] | None = None, options: ChainOptions = ChainOptions(),
+              open_pipeline: Callable[[RunOptions], Any] | None = None, subject: str | None = None,
+              plan: ChainPlan | None = None) -> ChainReport:
+    """Run the chain on one subject into ``outdir`` (upstream's layout, see the module docstring); returns a
+    :class:`ChainReport`. ``open_pipeline(step_options)`` opens a step's pipeline (default: a fresh one each;
+    the study runner passes its per-process cache). Without ``scalar`` the chain stops after tracking."""
+    started = time.perf_counter()
+    plan = plan or check_chain(peaks, outdir, scalar, options)
+    opener = open_pipeline or (lambda step: step.open_pipeline())
+    name = subject or subject_name(plan.peaks)
+    outputs: list[Path] = []
+    timings: dict[str, float] = {}
+    documents: dict[str, Any] = {}
+    slices = 0
+    for index, (step, manifest) in enumerate(plan.steps, 1):
+        log.info("step %d/5: %s", index, step.output_type)
+        checked = check_subject(plan.peaks, plan.outdir, step, manifest)  # TOM: the masks just written
+        report = run_subject(opener(step), checked, step, name)
+        outputs += report.outputs
+        timings[step.output_type] = report.timings_s["total"]
+        slices += report.slices_run or 0
+        documents[step.output_type] = report.document
+    log.info("step 4/5: tracking %d bundle(s), %d streamlines each", len(plan.options.bundles),
+             plan.options.tracking.nr_fibers)
+    t0 = time.perf_counter()
+    tractograms = track_output_folder(plan.outdir, plan.options.bundles, plan.options.tracking,
+                                      progress=_progress(plan.options), nr_cpus=plan.options.run.threads or -1)
+    outputs += [p for t in tractograms for p in (t, t.with_name(t.name + ".json"))]
+    timings["tracking"] = round(time.perf_counter() - t0, 3)
+    csv = None
+    if plan.scalar is None:
+        log.info("%s", NO_SCALAR.format(csv=TRACTOMETRY_CSV))
+    else:
+        log.info("step 5/5: tractometry of %d bundle(s) on %s", len(plan.profiled), plan.scalar)
+        t0 = time.perf_counter()
+        table = tractometry(plan.outdir / TRACKING_FOLDER, plan.outdir / "endings_segmentations", plan.scalar,
+                            plan.options.nr_points, plan.options.tracking.tracking_format, plan.profiled,
+                            progress=_progress(plan.options))
+        csv = table.write_csv(plan.outdir / TRACTOMETRY_CSV)
+        outputs.append(csv)
+        timings["tractometry"] = round(time.perf_counter() - t0, 3)
+    timings["total"] = round(time.perf_counter() - started, 3)
+    rss = peak_rss_mb()
+    document = {"steps": documents, "tracking": plan.options.output_record()["chain"],
+                "scalar": str(plan.scalar) if plan.scalar else None, "timings_s": timings, "peak_rss_mb": rss,
+                "bundle_id": plan.bundle_id}
+    return ChainReport(tuple(outputs), timings, slices, rss, document, csv)
