@@ -18,9 +18,9 @@ from runtime.models.bundles import TRACTQUERIER_BUNDLES, model_for
 from runtime.options import RunOptions
 from runtime.tracking.api import TrackingOptions
 from runtime.tracking.writers import FORMATS
+from runtime.tractometry.table import TRACTOMETRY_CSV  # noqa: F401 (the chain's CSV name, exported here)
 
 STEP_TASKS = ("tract_segmentation", "endings_segmentation", "TOM")
-TRACTOMETRY_CSV = "Tractometry.csv"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from runtime.checks.input_checks import available_memory_bytes
 from runtime.checks.preflight import available_cores, check_writable_dir, open_manifest, resolve_bundle_dir
+from runtime.chain.arguments import add_chain_arguments, chain_options
 from runtime.cli import add_run_options, guarded, path_arg, run_options
 from runtime.cohort.engine import default_threads, default_workers, run_subjects
 from runtime.cohort.records import (RESERVED_NAMES, CohortTable, DoneCheck, read_done_record, reserved_name,
@@ -42,6 +43,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunOptions]:
                    help="one peaks path a line, or CSV with columns subject,peaks")
     p.add_argument("--pattern", default=DEFAULT_PATTERN, help=f"file pattern in folders (default {DEFAULT_PATTERN})")
     add_run_options(p)
+    c = p.add_argument_group("the whole chain per subject (runtime.chain): segmentation, endings, TOM, tracking, "
+                             "tractometry; OUTROOT/tractometry.csv merges the subjects' Tractometry.csv")
+    c.add_argument("--chain", action="store_true", help="run the whole chain for every subject")
+    c.add_argument("--scalar-pattern", dest="scalar_pattern", metavar="PATTERN",
+                   help="each subject's scalar map (e.g. FA): a glob relative to its peaks file's folder, {subject} "
+                        "for its id, e.g. '*_FA.nii.gz'; without it the chain stops after tracking")
+    add_chain_arguments(p)
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: from cores and memory; "
                    "0 runs every subject in this process, without Dask)")
     p.add_argument("--threads-per-worker", type=int, metavar="T",
@@ -66,6 +74,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunOptions]:
         p.error(str(error))
     if options.threads is None:
         options = options.replace(threads=args.threads_per_worker)
+    args.chain_options = None
+    if args.chain:
+        if options.artifacts is not None or options.output_type != "tract_segmentation":
+            p.error("--chain runs three bundles: name them with --artifacts-root or --tract-artifacts / "
+                    "--endings-artifacts / --tom-artifacts, not --artifacts / --output_type")
+        args.chain_options = chain_options(p, args, options, args.scalar_pattern)
+    elif args.scalar_pattern:
+        p.error("--scalar-pattern is for --chain")
     return args, options
 
 
@@ -79,10 +95,16 @@ def check_outroot(outroot: Path) -> None:
 def study(args: argparse.Namespace, options: RunOptions) -> int:
     """Run the study; returns the exit status (0 all done, 1 some failed)."""
     model = options.model
-    manifest = open_manifest(resolve_bundle_dir(options.artifacts, model), model)
-    if manifest.demo_weights:
-        log.warning("demo weights, not anatomical (%s): the outputs are not tract segmentations",
-                    manifest.weights.source)
+    if args.chain_options is not None:
+        bundle_id, manifests = chain_bundles(args.chain_options)
+    else:
+        manifests = [open_manifest(resolve_bundle_dir(options.artifacts, model), model)]
+        bundle_id = manifests[0].bundle_id
+    for manifest in manifests:
+        if manifest.demo_weights:
+            log.warning("demo weights, not anatomical (%s): the outputs are not tract segmentations",
+                        manifest.weights.source)
+            break
     preview_dependency_check(options.preview)
     outroot = Path(args.output)
     try:
@@ -90,7 +112,7 @@ def study(args: argparse.Namespace, options: RunOptions) -> int:
                                args.num_parts, args.part_id)
     except CohortInputError as error:
         raise InputError(str(error)) from None
-    return run_study(args, options, subjects, outroot, manifest.bundle_id)
+    return run_study(args, options, subjects, outroot, bundle_id)
 
 
 def run_study(args: argparse.Namespace, options: RunOptions, subjects: list[Subject], outroot: Path,
@@ -112,7 +134,8 @@ def run_study(args: argparse.Namespace, options: RunOptions, subjects: list[Subj
 
 def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot: Path, bundle_id: str,
          tqdm) -> int:
-    done = DoneCheck(bundle_id, options.output_record())
+    chain = getattr(args, "chain_options", None)  # runtime.bids runs plain studies with its own args
+    done = DoneCheck(bundle_id, chain.output_record() if chain is not None else options.output_record())
     table = CohortTable(outroot / table_name(args.num_parts, args.part_id))
     todo, root = [], str(outroot)
     for subject in subjects:
@@ -133,7 +156,7 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
     with tqdm(total=len(subjects), initial=len(subjects) - len(todo), unit="subject", file=sys.stderr,
               disable=options.quiet, dynamic_ncols=True) as bar:
         try:
-            for row in run_subjects(todo, str(outroot), options, bundle_id, workers, args.scheduler):
+            for row in run_subjects(todo, str(outroot), options, bundle_id, workers, args.scheduler, chain):
                 table.update(row)
                 if row.done:
                     COMMITTED.append(outroot / row.subject)  # what an interrupt reports as written
@@ -148,7 +171,9 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
         finally:
             if len(table):
                 table.flush()
-    if options.statistics:
+    if chain is not None:
+        chain_study_outputs(chain, outroot, table.rows(), args.num_parts)
+    if options.statistics or chain is not None:
         from runtime.qc.study_report import write_study_report
 
         write_study_report(outroot, table.rows())
@@ -156,6 +181,28 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
     (log.warning if failed_rows else log.info)("%d done, %d failed; %s", len(table.rows()) - len(failed_rows),
                                                len(failed_rows), table.path)
     return 1 if failed_rows else 0
+
+
+def chain_bundles(chain) -> tuple[str, list]:
+    """The chain's three bundles checked (one line if one is missing or not its model), and their joined id."""
+    from runtime.chain.api import bundle_manifests
+    from runtime.tracking.extra import require_dipy
+
+    require_dipy()
+    manifests = [manifest for _, manifest in bundle_manifests(chain)]
+    if not chain.scalar_pattern:
+        log.info("--chain without --scalar-pattern: each subject's chain stops after tracking (no Tractometry.csv)")
+    return "+".join(m.bundle_id for m in manifests), manifests
+
+
+def chain_study_outputs(chain, outroot: Path, rows: list, num_parts: int) -> None:
+    """OUTROOT/tractometry.csv from the done subjects' Tractometry.csv (a plain run; a job-array part leaves it to
+    the plain run that merges the parts)."""
+    if chain.scalar_pattern and num_parts == 1:
+        from runtime.cohort.study_table import write_study_table
+
+        path, merged = write_study_table(outroot, rows)
+        log.info("study tractometry table of %d subject(s): %s", merged, path)
 
 
 def _done_on_disk(todo: list, root: str, table: CohortTable) -> None:

@@ -96,14 +96,14 @@ def submit_window(submit: Callable[[Subject], Any], as_completed: Any, subjects:
 
 
 def run_subjects(subjects: list[Subject], outroot: str, options: RunOptions, bundle_id: str, workers: int,
-                 scheduler: str | None) -> Iterator[CohortRow]:
-    """Rows of the subjects as they finish (in completion order)."""
+                 scheduler: str | None, chain: Any = None) -> Iterator[CohortRow]:
+    """Rows of the subjects as they finish (in completion order); ``chain`` (a ChainOptions): the whole chain."""
     if not subjects:
         return
     if workers == 0 and scheduler is None:
         for subject in subjects:
             yield process_subject(subject.id, str(subject.peaks), outroot, options, bundle_id, subject.gradients,
-                                  progress=not options.quiet)  # the subject's network / bundle bars, in this process
+                                  progress=not options.quiet, chain=chain)  # the subject's network / bundle bars, in this process
         return
     dask, distributed = _dask()
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
@@ -126,7 +126,7 @@ def run_subjects(subjects: list[Subject], outroot: str, options: RunOptions, bun
                 from None
         try:
             submit = lambda s: client.submit(process_subject, s.id, str(s.peaks), outroot, options, bundle_id,
-                                             s.gradients, key=f"tractseg-{s.id}", pure=False)
+                                             s.gradients, chain=chain, key=f"tractseg-{s.id}", pure=False)
             for future, subject in submit_window(submit, distributed.as_completed, subjects,
                                                  window_size(client, workers)):
                 try:

@@ -66,7 +66,7 @@ class CohortRow:
 
 
 ROW_FIELDS = tuple(f.name for f in fields(CohortRow))
-RESERVED_NAMES = ("cohort.csv", "statistics.csv", "report.html")  # OUTROOT's own files: no subject may take them
+RESERVED_NAMES = ("cohort.csv", "statistics.csv", "report.html", "tractometry.csv")  # OUTROOT's own files: no subject may take them
 
 
 def reserved_name(name: str) -> bool:

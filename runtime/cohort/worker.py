@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.cohort.records import (CohortRow, InputIdentity, done_record, is_done, remove_done_record,
                                     write_done_record)
@@ -24,6 +24,9 @@ from runtime.errors import TractSegError, one_line
 from runtime.io.checksum import sha256_of
 from runtime.options import RunOptions
 from runtime.outputs.output_set import LOCK_NAME
+
+if TYPE_CHECKING:
+    from runtime.chain import ChainOptions
 
 _PIPELINES: dict[tuple, Any] = {}
 _LOCK = threading.Lock()  # one subject at a time per process: backends are not all thread-safe
@@ -94,9 +97,10 @@ def subject_log() -> Iterator[list[str]]:
 
 def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions, bundle_id: str,
                     gradients: tuple[str | None, str | None, str | None] | None = None,
-                    progress: bool = False) -> CohortRow:
-    """Segment one subject; returns its cohort.csv row (status done or failed). Never raises for a subject: an
-    unexpected error fails that subject alone, as a Dask task's exception does, with the traceback saved."""
+                    progress: bool = False, chain: ChainOptions | None = None) -> CohortRow:
+    """Segment one subject (``chain``: run the whole chain, :mod:`runtime.cohort.chain_subject`); returns its
+    cohort.csv row (status done or failed). Never raises for a subject: an unexpected error fails that subject
+    alone, as a Dask task's exception does, with the traceback saved."""
     from runtime.subject import check_input_path, check_subject, run_subject
 
     folder = Path(outroot) / subject
@@ -105,7 +109,8 @@ def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions,
     with _LOCK, subject_log() as warnings:
         try:
             wait_for_lock(folder)
-            stored = is_done(folder, peaks, bundle_id, options.output_record()) if not options.force else None
+            shaping = chain.output_record() if chain is not None else options.output_record()
+            stored = is_done(folder, peaks, bundle_id, shaping) if not options.force else None
             if stored is not None:  # finished by a run that outlived its driver
                 return CohortRow.from_mapping(stored)
             check_input_path(peaks)
@@ -115,14 +120,19 @@ def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions,
             run = options.replace(force=True, quiet=not progress)  # progress: this process's own bars (--workers 0)
             if gradients is not None:  # a DWI whose bvals, bvecs and mask were found for it (BIDS)
                 run = run.replace(bvals=gradients[0], bvecs=gradients[1], brain_mask=gradients[2])
-            pipeline = cached_pipeline(run)
-            if run.raw_diffusion_input:  # a DWI: its peaks first, from its own bvals/bvecs (upstream's names)
+            if chain is not None:  # its three pipelines opened (and cached) as its steps need them
+                from runtime.cohort.chain_subject import run_chain_subject
+
+                report = run_chain_subject(peaks, folder, subject, chain.replace(run=run), cached_pipeline)
+            elif run.raw_diffusion_input:  # a DWI: its peaks first, from its own bvals/bvecs (upstream's names)
                 from runtime.raw_input import checked_from_raw, peaks_from_raw
 
+                pipeline = cached_pipeline(run)
                 with peaks_from_raw(peaks, folder, run) as raw:
                     report = run_subject(pipeline, checked_from_raw(raw, folder, run, pipeline.manifest), run,
                                          subject)
             else:
+                pipeline = cached_pipeline(run)
                 report = run_subject(pipeline, check_subject(peaks, folder, run, pipeline.manifest), run, subject)
             row = CohortRow(subject, peaks, "done", "", round(time.perf_counter() - started, 2), report.peak_rss_mb,
                             report.slices_run if report.slices_run is not None else "", row.worker,
@@ -130,7 +140,7 @@ def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions,
             outputs = [Path(p).relative_to(folder).as_posix() for p in report.outputs]
             write_done_record(folder, done_record(subject, peaks, InputIdentity(identity.size, identity.mtime_ns,
                                                                                   digest),
-                                                  bundle_id, options.output_record(), outputs, row.as_dict(),
+                                                  bundle_id, shaping, outputs, row.as_dict(),
                                                   report.timings_s))
         except TractSegError as error:
             row = _failed(row, one_line(error, 500), started, warnings)

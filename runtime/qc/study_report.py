@@ -7,6 +7,9 @@ of :func:`write_study_report` regenerates both from the results of an earlier ru
 A subject row is a dict with keys ``subject, peaks, status ("done" | "failed" | "skipped" | other), error,
 seconds, peak_rss_mb, slices_run, worker``; missing keys read as None.
 
+Tractometry (chain studies, :mod:`runtime.qc.profiles`): a section with every bundle's mean profile and spread
+over the subjects' ``OUTROOT/<subject>/Tractometry.csv``, subjects far from it flagged.
+
 Volumes: ``volume_ml`` of mask runs, ``volume_ml_above_threshold`` of ``--get_probabilities`` runs. Outliers: a
 subject's bundle volume is flagged when its robust z (:func:`robust_z`, over the study's subjects that have that
 bundle) has ``|z| > 3.5`` (Iglewicz and Hoaglin's cut-off for the modified z-score).
@@ -172,7 +175,8 @@ def report_html(outroot: str | os.PathLike[str], rows: Sequence[Row], page_dir: 
         status = str(rows[i].get("status"))
         names = [bundles[j] for j in np.flatnonzero(flagged[i])] if bundles else []
         css = " ".join(["subject", status, *(["has-outlier"] if names else [])])
-        error = _text(row.get("error")) or ("statistics.json missing" if status == "done" and not documents[i] else "")
+        missing = status == "done" and not documents[i] and any(documents)  # (a chain study without --statistics)
+        error = _text(row.get("error")) or ("statistics.json missing" if missing else "")
         preview = Path(outroot) / subject / "preview.png"
         thumb = ""
         if preview.is_file():
@@ -206,7 +210,10 @@ def report_html(outroot: str | os.PathLike[str], rows: Sequence[Row], page_dir: 
                    f'<td class="num">{mad:.2f}</td><td class="num">{values.min():.2f}</td><td class="num">'
                    f'{values.max():.2f}</td><td>{_box_svg(values, flagged[have, j], subjects)}</td>'
                    f'<td>{outliers}</td></tr>')
-    out.append("</tbody></table></body></html>\n")
+    out.append("</tbody></table>")
+    from runtime.qc.profiles import profiles_section
+
+    out.append(profiles_section(outroot, rows) + "</body></html>\n")  # "" unless subjects have Tractometry.csv
     return "\n".join(out)
 
 

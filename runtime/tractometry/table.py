@@ -36,6 +36,7 @@ _NOT_IN_TRACTOMETRY = {"CA", "CC", "MLF_left", "MLF_right", "FX_left", "FX_right
 TRACTOMETRY_BUNDLES: tuple[str, ...] = tuple(b for b in TRACTQUERIER_BUNDLES if b not in _NOT_IN_TRACTOMETRY)
 DILATION = 2
 MIN_STREAMLINES = 5
+TRACTOMETRY_CSV = "Tractometry.csv"  # a subject's CSV in the chain's layout (runtime.chain) and a study's
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,19 @@ def tractometry(tracking_dir: Path, endings_dir: Path, scalar_path: Path, nr_poi
         raise InputError(f"{tracking_dir}: a bundle's streamlines form several QuickBundles clusters, so its profile "
                          f"has more than {nr_points} segments (upstream fails here too)")
     return TractometryTable(tuple(bundles), tuple(means), tuple(stds))
+
+
+def read_csv(path: str | Path) -> tuple[tuple[str, ...], np.ndarray]:
+    """A tractometry CSV as :meth:`TractometryTable.write_csv` (and upstream) writes it: the bundle names of its
+    header and the values, (points, bundles) float64. One-line :class:`InputError` naming the file otherwise."""
+    source = Path(path)
+    try:
+        with open(source, encoding="utf-8") as stream:
+            bundles = tuple(stream.readline().strip().split(";"))
+            values = np.loadtxt(stream, delimiter=";", ndmin=2)
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"{source}: not a readable tractometry CSV ({' '.join(str(error).split())[:120]})") \
+            from None
+    if not all(bundles) or values.shape[1:] != (len(bundles),):
+        raise InputError(f"{source}: not a tractometry CSV ({len(bundles)} bundle names, values {values.shape})")
+    return bundles, values
