@@ -72,11 +72,14 @@ def compare(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, int, int]:
 
 
 def test_tom_equals_upstream_without_jax(tom_bundle, subject, expected, tmp_path):
-    """Our CLI in a process where jax/torch/export cannot be imported, against upstream's run_tractseg."""
+    """Our CLI in a process where jax/torch/export cannot be imported, against upstream's run_tractseg. With
+    ``--flip``, which upstream 2.10 accepts and never applies (Config.FLIP_OUTPUT_PEAKS is not read): the outputs
+    must still equal upstream's."""
     peaks, masks = subject
     out = tmp_path / "out"
     done = run_module("runtime.run", str(peaks), "-o", str(out), "--artifacts", str(tom_bundle),
-                      "--output_type", "TOM", "--tract_segmentations_path", str(masks), "--quiet", timeout=600)
+                      "--output_type", "TOM", "--tract_segmentations_path", str(masks), "--flip", "--quiet",
+                      timeout=600)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (out / "TOM").iterdir()) == sorted(f"{b}.nii.gz" for b in TOM.bundles)
     worst, mismatched, inside = 0.0, 0, 0
