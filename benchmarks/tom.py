@@ -4,6 +4,12 @@ wall time and peak resident memory of each process tree (sampled every 50 ms), t
 for tract_segmentation beside them (the figure TOM must stay under).
 
     python -m benchmarks.tom --out /tmp/tom-bench [--tract-bundle DIR] [--shape 145 174 145]
+    python -m benchmarks.tom --out /tmp/tom-bench --explain-part 3   (after a run: why voxels differ by > 1e-4)
+
+``--explain-part N`` reruns part N's network both ways (ours through TractSegPipeline, upstream's run_tractseg
+with its mask-and-normalise step left out) and prints, for every voxel whose written unit vectors differ by more
+than 1e-4, the raw (unnormalised) vector lengths and their difference: normalising divides the fp32 difference of
+two independent float32 convolution stacks by the vector's length.
 
 Weights: upstream-format checkpoints of the four parts (random He-scaled, upstream's network with nearest
 upsampling), made under --out unless present; our bundle is exported from them (S=144, ONNX, CPU). Upstream reads
@@ -73,12 +79,50 @@ def compare(ours: Path, theirs: Path) -> dict[str, float]:
     return {"max_abs_unit_vectors": worst, "nonzero_mismatch_voxels": mismatched, "nonzero_voxels": both_total}
 
 
+def explain(out: Path, bundle: Path, peaks: Path, mask_dir: Path, part: int) -> dict[str, object]:
+    """Raw outputs of part ``part`` (1-4) from our runtime and from upstream's run_tractseg (its mask-and-normalise
+    step replaced by the identity), at the voxels whose written TOMs differ by more than 1e-4."""
+    from tractseg import python_api
+    from tractseg.libs import img_utils
+
+    from runtime.pipeline import TractSegPipeline
+
+    names = TOM.parts[part - 1].bundles
+    result = TractSegPipeline.open(bundle, output_type="TOM", warn_demo=False).predict(peaks, masks=mask_dir)
+    ours_raw = {name: result.raw(name) for name in names}
+    result.release()
+    image = nib.load(peaks)
+    data, flip_axes = img_utils.flip_axis_to_match_MNI_space(image.get_fdata(), image.affine)
+    python_api.peak_utils.mask_and_normalize_peaks = lambda seg, *args, **kwargs: seg  # upstream's raw outputs
+    seg = python_api.run_tractseg(data, "TOM", single_orientation=True, peak_regression_part=f"Part{part}")
+    for axis in flip_axes:
+        seg = img_utils.flip_axis(seg, axis)
+    voxels, lengths = [], []
+    for index, name in enumerate(names):
+        theirs_raw = seg[..., 3 * index:3 * index + 3]
+        ours = np.asarray(nib.load(out / "ours" / "TOM" / f"{name}.nii.gz").dataobj)
+        theirs = np.asarray(nib.load(out / "upstream" / "TOM" / f"{name}.nii.gz").dataobj)
+        inside = ours.any(axis=-1) & theirs.any(axis=-1)
+        lengths.append(np.linalg.norm(ours_raw[name][inside], axis=-1))
+        unit_diff = np.abs(ours - theirs).max(axis=-1)
+        for where in map(tuple, np.argwhere(inside & (unit_diff > 1e-4))):
+            a, b = ours_raw[name][where], theirs_raw[where]
+            voxels.append({"bundle": name, "voxel": [int(i) for i in where], "unit_diff": float(unit_diff[where]),
+                           "raw_length_ours": float(np.linalg.norm(a)), "raw_length_upstream": float(np.linalg.norm(b)),
+                           "raw_diff": float(np.abs(a - b).max())})
+    lengths = np.concatenate(lengths)
+    raw_diff = max(float(np.abs(ours_raw[n] - seg[..., 3 * i:3 * i + 3]).max()) for i, n in enumerate(names))
+    return {"part": part, "voxels_over_1e-4": voxels, "raw_max_abs_diff_whole_volume": raw_diff,
+            "raw_length_inside_masks_percentiles": {q: float(np.percentile(lengths, q)) for q in (0.01, 1, 50)}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.tom", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--shape", type=int, nargs=3, default=(145, 174, 145))
     p.add_argument("--tract-bundle", type=Path, help="an S=144 tract_segmentation bundle: its run is measured too")
     p.add_argument("--skip-upstream", action="store_true")
+    p.add_argument("--explain-part", type=int, choices=(1, 2, 3, 4), help="after a run: why voxels differ")
     args = p.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                         "onnx", "--platforms", "cpu", "--out", str(bundle), "--force"], check=True)
     peaks = make_input(out, tuple(args.shape), 1)
     mask_dir = masks(out / "masks", peaks)
+    if args.explain_part:
+        os.environ["HOME"] = str(out / "home")  # upstream's TOM weights: ~/.tractseg
+        found = explain(out, bundle, peaks, mask_dir, args.explain_part)
+        print(json.dumps(found, indent=1))
+        (out / f"explain-part{args.explain_part}.json").write_text(json.dumps(found, indent=1) + "\n")
+        return 0
     results: dict[str, object] = {"machine": machine_info(), "shape": list(args.shape)}
     ours = out / "ours"
     subprocess.run(["rm", "-rf", str(ours), str(out / "upstream"), str(out / "tract")], check=True)
