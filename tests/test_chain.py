@@ -1,7 +1,8 @@
 """runtime.chain and the study runner's --chain on real small bundles (S=16: the fast suite's tract_segmentation and
-endings_segmentation bundles, test_tom's TOM bundle) and real NIfTI volumes: the chain equals its five steps run one
-by one with their own commands, the study table equals the subjects' CSVs, the report's tractometry section flags a
-far profile, and bad input is one line, exit 1, before any network runs, nothing written."""
+endings_segmentation bundles, test_tom's TOM bundle) and real NIfTI volumes: the chain (its command line, in an
+interpreter that refuses JAX and torch) equals its five steps run one by one with their own commands, the study
+table equals the subjects' CSVs, the report's tractometry section flags a far profile, and bad input is one line,
+exit 1, before any network runs, nothing written."""
 from __future__ import annotations
 
 import csv
@@ -16,6 +17,7 @@ pytest.importorskip("dipy", reason="the [tracking] extra (dipy) is not installed
 
 from runtime.chain.__main__ import main as chain_main  # noqa: E402
 from runtime.tractometry.table import TRACTOMETRY_BUNDLES, read_csv  # noqa: E402
+from tests.no_jax import run_module  # noqa: E402
 from tests.run_support import check_one_error, files_under, save_peaks, synthetic_peaks  # noqa: E402
 from tests.tom_support import export_bundle, weights_dir  # noqa: E402
 
@@ -61,8 +63,9 @@ def test_chain_equals_the_steps_one_by_one(root, subject, tmp_path, capsys):
 
     peaks, fa = subject
     chained, steps = tmp_path / "chain", tmp_path / "steps"
-    assert chain_main([str(peaks), "-o", str(chained), "--scalar", str(fa), "--artifacts-root", str(root),
-                       *TRACKING, "--quiet"]) == 0, capsys.readouterr().err
+    done = run_module("runtime.chain", str(peaks), "-o", str(chained), "--scalar", str(fa), "--artifacts-root",
+                      str(root), *TRACKING, "--quiet")  # the command line, in an interpreter that refuses JAX/torch
+    assert done.returncode == 0, done.stderr
     for task in ("tract_segmentation", "endings_segmentation", "TOM"):
         assert run_main([str(peaks), "-o", str(steps), "--artifacts", str(root / task), "--output_type", task,
                          "--quiet"]) == 0
