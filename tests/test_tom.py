@@ -214,3 +214,39 @@ def test_tom_bundle_refused_for_tract_segmentation_and_reverse(tom_bundle, tract
 def test_single_output_file_refused(tom_bundle, subject, tmp_path, capsys):
     refused(capsys, tmp_path, subject[0], "-o", tmp_path / "out", "--artifacts", tom_bundle, "--output_type", "TOM",
             "--single_output_file", code=2, expect="--single_output_file is not supported for TOM")
+
+
+def test_study_runner_tom_and_dm_equal_single_runs(tom_bundle, tmp_path, request):
+    """runtime.cohort --output_type TOM over two subjects, each reading the masks in its own output folder
+    (<OUTROOT>/<subject>/bundle_segmentations, upstream's default), then --output_type dm_regression --rescale_dm
+    on the same study: every file equals runtime.run's for that subject, byte for byte in the data."""
+    import shutil
+    import subprocess
+    import sys
+
+    from runtime.run import main
+    from tests.run_support import REPO
+
+    pytest.importorskip("distributed", reason="the [cohort] extra (Dask) is not installed")
+    checkpoint = weights_dir(request.config) / model_for("dm_regression").local_name
+    dm_bundle = export_bundle(request.config, "dm_regression", ["--weights", str(checkpoint)], SIZE)
+    study, outroot = tmp_path / "study", tmp_path / "outroot"
+    for index, sid in enumerate(("sub-01", "sub-02")):
+        save_peaks(study / sid / "dwi" / f"{sid}_peaks.nii.gz", synthetic_peaks(SHAPE, seed=20 + index), FLIPPED)
+        write_masks(outroot / sid / "bundle_segmentations", TOM.bundles, SHAPE, FLIPPED, seed=index)
+    for output_type, bundle, extra, folder in (("TOM", tom_bundle, [], "TOM"),
+                                               ("dm_regression", dm_bundle, ["--rescale_dm"], "dm_regression")):
+        done = subprocess.run([sys.executable, "-m", "runtime.cohort", str(study), "-o", str(outroot), "--artifacts",
+                               str(bundle), "--output_type", output_type, *extra, "--workers", "0", "--quiet"],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        for sid in ("sub-01", "sub-02"):
+            single = tmp_path / f"single-{output_type}-{sid}"
+            masks = (["--tract_segmentations_path", str(outroot / sid / "bundle_segmentations")]
+                     if output_type == "TOM" else [])
+            assert main([str(study / sid / "dwi" / f"{sid}_peaks.nii.gz"), "-o", str(single), "--artifacts",
+                         str(bundle), "--output_type", output_type, *extra, *masks, "--quiet"]) == 0
+            names = sorted(p.name for p in (single / folder).iterdir())
+            assert names == sorted(p.name for p in (outroot / sid / folder).iterdir()) and len(names) == 72
+            for name in names:
+                assert np.array_equal(read(outroot / sid / folder / name)[0], read(single / folder / name)[0]), name
