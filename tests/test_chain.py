@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -128,6 +129,14 @@ def test_study_table_equals_the_subjects_csvs_and_rerun_resumes(root, tmp_path, 
     assert _cohort(*args[:-1]) == 0  # not quiet: the info line says what it did
     assert "2 done earlier, 0 to run" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in files_under(out / "sub-01")} == before
+    from runtime.chain import ChainOptions
+    from runtime.cohort.chain_subject import scalar_unchanged
+
+    chain = ChainOptions(scalar_pattern="{subject}_FA.nii.gz")
+    peaks, fa = (study / "sub-02" / "dwi" / f"sub-02_{x}.nii.gz" for x in ("peaks", "FA"))
+    assert scalar_unchanged(str(out / "sub-02"), str(peaks), "sub-02", chain)
+    os.utime(fa, ns=(fa.stat().st_atime_ns, fa.stat().st_mtime_ns + 10**9))  # a new FA map: a rerun redoes it
+    assert not scalar_unchanged(str(out / "sub-02"), str(peaks), "sub-02", chain)
 
 
 def test_report_flags_a_far_profile(tmp_path):

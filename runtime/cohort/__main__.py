@@ -140,6 +140,8 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
     todo, root = [], str(outroot)
     for subject in subjects:
         row = None if options.force else done(os.path.join(root, subject.id), subject.peaks)
+        if row is not None and chain is not None and not scalar_unchanged(root, subject, chain):
+            row = None
         if row is None:
             todo.append(subject)
         else:
@@ -181,6 +183,12 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
     (log.warning if failed_rows else log.info)("%d done, %d failed; %s", len(table.rows()) - len(failed_rows),
                                                len(failed_rows), table.path)
     return 1 if failed_rows else 0
+
+
+def scalar_unchanged(root: str, subject, chain) -> bool:
+    from runtime.cohort.chain_subject import scalar_unchanged as unchanged
+
+    return unchanged(os.path.join(root, subject.id), str(subject.peaks), subject.id, chain)
 
 
 def chain_bundles(chain) -> tuple[str, list]:

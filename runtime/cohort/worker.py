@@ -138,10 +138,13 @@ def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions,
                             report.slices_run if report.slices_run is not None else "", row.worker,
                             " | ".join(warnings))
             outputs = [Path(p).relative_to(folder).as_posix() for p in report.outputs]
-            write_done_record(folder, done_record(subject, peaks, InputIdentity(identity.size, identity.mtime_ns,
-                                                                                  digest),
-                                                  bundle_id, shaping, outputs, row.as_dict(),
-                                                  report.timings_s))
+            record = done_record(subject, peaks, InputIdentity(identity.size, identity.mtime_ns, digest), bundle_id,
+                                 shaping, outputs, row.as_dict(), report.timings_s)
+            if chain is not None:  # the scalar map too: a rerun redoes the subject when it changed
+                from runtime.cohort.chain_subject import scalar_identity
+
+                record["scalar"] = scalar_identity(report.document["scalar"])
+            write_done_record(folder, record)
         except TractSegError as error:
             row = _failed(row, one_line(error, 500), started, warnings)
         except OSError as error:  # the input vanished between discovery and run, an unreadable folder...
