@@ -14,7 +14,7 @@ import pytest
 from runtime.models.bundles import model_for
 from tests.no_jax import run_module
 from tests.run_support import read, refused, save_peaks, synthetic_peaks
-from tests.tom_support import FLIPPED, export_bundle, upstream_run, weights_dir
+from tests.tom_support import FLIPPED, export_bundle, read_maps, threshold_ties, upstream_run, weights_dir
 
 SIZE = 16
 SHAPE = (22, 26, 19)
@@ -37,18 +37,6 @@ def expected(peaks, request) -> np.ndarray:
     """Upstream's density maps for ``peaks``: (X, Y, Z, 72) after bin/TractSeg's threshold."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         return upstream_run(monkeypatch, peaks, weights_dir(request.config), SIZE, "dm_regression")
-
-
-def read_maps(out: Path) -> np.ndarray:
-    assert sorted(p.name for p in (out / "dm_regression").iterdir()) == sorted(f"{b}.nii.gz" for b in DM.bundles)
-    return np.stack([read(out / "dm_regression" / f"{b}.nii.gz")[0] for b in DM.bundles], axis=-1)
-
-
-def threshold_ties(ours: np.ndarray, theirs: np.ndarray, threshold: float) -> np.ndarray:
-    """Voxels zeroed by the threshold on one side only; each must be a tie (within 1e-4 of ``threshold``)."""
-    one_side = (ours == 0) != (theirs == 0)
-    assert np.all(np.abs(np.where(one_side, ours + theirs, threshold) - threshold) <= 1e-4), "a non-tie zeroed"
-    return one_side
 
 
 def test_dm_equals_upstream_without_jax(dm_bundle, peaks, expected, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.bundle import EXPORT_INPUTS
 from runtime.models.bundles import model_for
-from tests.run_support import REPO, bundle_cache, cached_export
+from tests.run_support import REPO, bundle_cache, cached_export, read
 
 TOM_SEEDS = (101, 102, 103, 104)
 DM_SEED = 105
@@ -74,9 +74,10 @@ def write_masks(folder: Path, bundles, shape: tuple[int, int, int], affine: np.n
 
 
 def upstream_run(monkeypatch: pytest.MonkeyPatch, peaks: Path, weights: Path, size: int, output_type: str,
-                 masks: Path | None = None) -> np.ndarray:
+                 masks: Path | None = None, parts: tuple[str, ...] = ("Part1", "Part2", "Part3", "Part4")
+                 ) -> np.ndarray:
     """bin/TractSeg's steps for TOM / dm_regression around upstream's python_api.run_tractseg at cube ``size``:
-    load, flip to MNI, run (TOM: Part1..Part4, single orientation), flip back (dm: values < THRESHOLD -> 0).
+    load, flip to MNI, run (TOM: ``parts``, single orientation), flip back (dm: values < THRESHOLD -> 0).
     Returns (X, Y, Z, C) as upstream writes it (TOM: 3 channels per bundle, parts concatenated)."""
     from tractseg import python_api
     from tractseg.data import dataset_specific_utils
@@ -88,7 +89,7 @@ def upstream_run(monkeypatch: pytest.MonkeyPatch, peaks: Path, weights: Path, si
     monkeypatch.setattr(dataset_specific_utils, "get_correct_input_dim", lambda config: (size, size))
     image = nib.load(peaks)
     data, flip_axes = img_utils.flip_axis_to_match_MNI_space(image.get_fdata(), image.affine)
-    parts = ["Part1", "Part2", "Part3", "Part4"] if output_type == "TOM" else ["All"]
+    parts = parts if output_type == "TOM" else ("All",)
     outputs = []
     for part in parts:
         seg = python_api.run_tractseg(data, output_type, single_orientation=output_type == "TOM",
@@ -103,3 +104,17 @@ def upstream_run(monkeypatch: pytest.MonkeyPatch, peaks: Path, weights: Path, si
 
         seg[seg < Config.THRESHOLD] = 0  # as bin/TractSeg
     return seg
+
+
+def read_maps(out: Path) -> np.ndarray:
+    """The 72 density maps runtime.run wrote under ``out``, stacked (X, Y, Z, 72)."""
+    bundles = model_for("dm_regression").bundles
+    assert sorted(p.name for p in (out / "dm_regression").iterdir()) == sorted(f"{b}.nii.gz" for b in bundles)
+    return np.stack([read(out / "dm_regression" / f"{b}.nii.gz")[0] for b in bundles], axis=-1)
+
+
+def threshold_ties(ours: np.ndarray, theirs: np.ndarray, threshold: float) -> np.ndarray:
+    """Voxels zeroed by the threshold on one side only; each must be a tie (within 1e-4 of ``threshold``)."""
+    one_side = (ours == 0) != (theirs == 0)
+    assert np.all(np.abs(np.where(one_side, ours + theirs, threshold) - threshold) <= 1e-4), "a non-tie zeroed"
+    return one_side
