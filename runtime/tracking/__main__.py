@@ -3,8 +3,10 @@
 Flags and defaults as upstream TractSeg 2.10's ``Tracking`` (``--tracking_format tck``, ``--tracking_dilation 0``,
 ``--nr_fibers 2000``, ``--bundles all``), plus ``--seed``. Reads ``DIR/TOM``, ``DIR/bundle_segmentations`` and
 ``DIR/endings_segmentations``; writes ``DIR/TOM_trackings/<bundle>.<ext>`` and a ``<bundle>.<ext>.json`` sidecar.
-Only upstream's default algorithm (``prob`` with its own tracker) is built in; the MRtrix modes (``--algorithm
-det``, ``--track_FODs``, ``--no_filtering_by_endpoints``) are refused with one line.
+Modes as upstream's: the default ``prob`` (its own tracker, a numpy port: :mod:`runtime.tracking.api`), with
+``--track_best_orig`` on the best original peaks (:mod:`runtime.tracking.best_orig`, folder ``BestOrig_trackings``);
+``--algorithm det``, ``--track_FODs FACT|SD_STREAM|iFOD2`` and ``--no_filtering_by_endpoints`` run MRtrix ``tckgen``
+with upstream's arguments (:mod:`runtime.tracking.tckgen`; one line naming ``tckgen`` when it is not on PATH).
 
 Exit status: 0 done; 1 a missing / mismatched input or an unusable output (one line, nothing written for it);
 2 bad command line; 3 internal error.
@@ -12,6 +14,7 @@ Exit status: 0 done; 1 a missing / mismatched input or an unusable output (one l
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -22,7 +25,11 @@ from runtime.cli import guarded
 from runtime.errors import InputError, OutputError
 from runtime.tracking.api import DEFAULT_SEED, TrackingOptions, parse_bundles, track_output_folder
 from runtime.tracking.extra import require_dipy
+from runtime.tracking.modes import folder_name, tracking_mode
+from runtime.tracking.tckgen import TckgenRun, track_folder_with_tckgen
 from runtime.tracking.writers import FORMATS
+
+log = logging.getLogger("tractseg_aot")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,21 +63,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _refuse_mrtrix_modes(args: argparse.Namespace) -> None:
-    """Upstream hands these to MRtrix ``tckgen``; this runtime does not (one line instead of a crash)."""
-    for flag, used in (("--algorithm det", args.algorithm == "det"), ("--track_FODs", args.track_FODs != "False"),
-                       ("--no_filtering_by_endpoints", args.no_filtering_by_endpoints),
-                       ("--track_best_orig", args.track_best_orig)):
-        if used:
-            raise InputError(f"{flag}: upstream runs MRtrix/best-original-peak tracking for this; "
-                             f"tractseg-aot implements only the default probabilistic TOM tracking")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def action() -> None:
-        _refuse_mrtrix_modes(args)
+        mode = tracking_mode(args.algorithm, args.track_FODs, args.track_best_orig, args.no_filtering_by_endpoints)
+        if args.track_best_orig and not mode.best_orig:
+            log.warning("--track_best_orig: ignored with --algorithm det, --track_FODs or --no_filtering_by_endpoints"
+                        " (upstream reads it only in its probabilistic tracker)")
         require_dipy()
         peaks = Path(args.input)
         if not peaks.is_file():
@@ -78,12 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         output_dir = Path(args.output) if args.output else peaks.parent / "tractseg_output"
         if not output_dir.is_dir():
             raise InputError(f"{output_dir}: not a TractSeg output folder (not found)")
-        folder = "TOM_trackings" if args.tracking_dir == "auto" else args.tracking_dir
+        folder = folder_name(mode, args.track_best_orig) if args.tracking_dir == "auto" else args.tracking_dir
         if not os.access(output_dir, os.W_OK):
             raise OutputError(f"{output_dir}: not writable")
-        options = TrackingOptions(args.nr_fibers, args.tracking_dilation, args.tracking_format, args.seed)
-        track_output_folder(output_dir, parse_bundles(args.bundles_string), options, folder,
-                            progress=None if args.quiet else tqdm, nr_cpus=args.nr_cpus)
+        options = TrackingOptions(args.nr_fibers, args.tracking_dilation, args.tracking_format, args.seed,
+                                  best_orig_peaks=peaks if mode.best_orig else None)
+        progress = None if args.quiet else tqdm
+        if mode.uses_mrtrix:
+            track_folder_with_tckgen(output_dir, parse_bundles(args.bundles_string),
+                                     TckgenRun(mode, peaks, options, args.nr_cpus), folder, progress)
+        else:
+            track_output_folder(output_dir, parse_bundles(args.bundles_string), options, folder, progress=progress,
+                                nr_cpus=args.nr_cpus)
 
     return guarded(action, args.quiet, final=argv is None)
 

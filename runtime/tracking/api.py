@@ -20,6 +20,7 @@ import numpy as np
 
 from runtime.errors import InputError
 from runtime.models.bundles import TRACTQUERIER_BUNDLES
+from runtime.tracking.best_orig import check_original_peaks, substitute_best_peaks
 from runtime.tracking.prepare import (BundleFiles, BundleInputs, open_bundle, read_bundle_inputs, to_world,
                                       tracking_volumes)
 from runtime.tracking.walker import track_voxels
@@ -39,6 +40,7 @@ class TrackingOptions:
     dilation: int = 0
     tracking_format: str = "tck"
     seed: int = DEFAULT_SEED
+    best_orig_peaks: Path | None = None  # --track_best_orig: track the best of these peaks instead of the TOM
 
 
 def bundle_rng(seed: int, bundle: str) -> np.random.Generator:
@@ -68,7 +70,7 @@ def parse_bundles(text: str) -> list[str]:
     return bundles
 
 
-def _empty_masks(files: BundleFiles, images: dict[str, nib.Nifti1Image]) -> list[str]:
+def empty_masks(files: BundleFiles, images: dict[str, nib.Nifti1Image]) -> list[str]:
     names = {"bundle": "tract mask", "beginnings": "tract beginnings mask", "endings": "tract endings mask"}
     return [label for key, label in names.items() if not np.asanyarray(images[key].dataobj).max() > 0]
 
@@ -89,7 +91,9 @@ def track_output_folder(output_dir: Path, bundles: Sequence[str], options: Track
         raise InputError(f"--tracking_dilation: must be >= 0, got {options.dilation}")
     checked = [(bundle, BundleFiles.under(output_dir, bundle)) for bundle in bundles]
     for _, files in checked:
-        open_bundle(files)  # raises before anything is written
+        images = open_bundle(files)  # raises before anything is written
+        if options.best_orig_peaks is not None:
+            check_original_peaks(options.best_orig_peaks, images["bundle"], files.bundle)
     out_dir = output_dir / tracking_folder
     workers = min(len(checked), available_cpus() if nr_cpus == -1 else max(1, nr_cpus))
     if workers <= 1:
@@ -119,18 +123,23 @@ def _track_and_write(bundle: str, files: BundleFiles, options: TrackingOptions, 
     images = open_bundle(files)
     target = out_dir / f"{bundle}.{extension(options.tracking_format)}"
     started = time.perf_counter()
-    empty = _empty_masks(files, images)
+    empty = empty_masks(files, images)
     affine, shape = images["bundle"].affine, images["bundle"].shape[:3]
     if empty:
         log.warning(f"{bundle}: {', '.join(empty)} empty; writing an empty tractogram ({target})")
         streamlines, record = nib.streamlines.ArraySequence(), {"seeds_used": 0, "early_stop": False,
                                                                 "streamlines": 0, "empty_masks": empty}
     else:
-        streamlines, record = track_bundle(read_bundle_inputs(files, images), options.nr_fibers, options.dilation,
+        inputs = read_bundle_inputs(files, images)
+        if options.best_orig_peaks is not None:
+            inputs = substitute_best_peaks(inputs, options.best_orig_peaks, out_dir / f"{bundle}.nii.gz")
+        streamlines, record = track_bundle(inputs, options.nr_fibers, options.dilation,
                                            bundle_rng(options.seed, bundle))
     save_tractogram(target, streamlines, affine, shape, options.tracking_format)
     record.update(bundle=bundle, seed=options.seed, seed_derivation="SeedSequence([seed, crc32(bundle)])",
                   nr_fibers=options.nr_fibers, tracking_dilation=options.dilation,
-                  tracking_format=options.tracking_format, seconds=round(time.perf_counter() - started, 3))
+                  tracking_format=options.tracking_format,
+                  peaks_tracked="TOM" if options.best_orig_peaks is None else f"best of {options.best_orig_peaks}",
+                  seconds=round(time.perf_counter() - started, 3))
     write_sidecar(target.with_name(target.name + ".json"), record)
     return target

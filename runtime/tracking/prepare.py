@@ -62,7 +62,7 @@ class BundleInputs:
     spacing: float
 
 
-def _load(path: Path) -> nib.Nifti1Image:
+def load_image(path: Path) -> nib.Nifti1Image:
     if not path.is_file():
         raise InputError(f"{path}: not found")
     try:
@@ -89,7 +89,7 @@ def check_grid(image: nib.Nifti1Image, path: Path, shape: tuple[int, ...], affin
 
 def open_bundle(files: BundleFiles) -> dict[str, nib.Nifti1Image]:
     """Load the four headers and check them (cheap: no voxel data read), so a bad input fails before tracking."""
-    images = {name: _load(getattr(files, name)) for name in ("bundle", "beginnings", "endings", "tom")}
+    images = {name: load_image(getattr(files, name)) for name in ("bundle", "beginnings", "endings", "tom")}
     reference = images["bundle"]
     if len(reference.shape) != 3:
         raise InputError(f"{files.bundle}: expected a 3D mask, got shape {reference.shape}")
