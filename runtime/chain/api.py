@@ -26,7 +26,7 @@ import nibabel as nib
 
 from runtime.chain.options import STEP_TASKS, TRACTOMETRY_CSV, ChainOptions
 from runtime.checks.preflight import check_outputs, open_manifest
-from runtime.errors import InputError
+from runtime.errors import ArtifactError, InputError
 from runtime.models.bundles import model_for
 from runtime.models.manifest import Manifest
 from runtime.options import RunOptions
@@ -75,9 +75,13 @@ class ChainReport:
 def bundle_manifests(options: ChainOptions) -> tuple[tuple[RunOptions, Manifest], ...]:
     """Each step's options and its bundle's manifest, checked to be the step's model (one line otherwise)."""
     steps = []
-    for task in STEP_TASKS:
+    for task, flag in zip(STEP_TASKS, ("--tract-artifacts", "--endings-artifacts", "--tom-artifacts")):
         step = options.step_options(task)
-        steps.append((step, open_manifest(Path(step.artifacts), model_for(task))))
+        try:
+            steps.append((step, open_manifest(Path(step.artifacts), model_for(task))))
+        except ArtifactError as error:  # the chain's own flags in the hint
+            raise ArtifactError(str(error).replace("pass --artifacts DIR", f"pass {flag} DIR or --artifacts-root "
+                                                                           "DIR")) from None
     return tuple(steps)
 
 
@@ -94,7 +98,9 @@ def check_scalar(scalar: Path, peaks: Path) -> None:
     check_grid(image, scalar, reference.shape[:3], reference.affine, peaks)
 
 
-def planned_outputs(plan_steps, outdir: Path, options: ChainOptions, with_csv: bool) -> list[Path]:
+def planned_outputs(plan_steps: tuple[tuple[RunOptions, Manifest], ...], outdir: Path, options: ChainOptions,
+                    with_csv: bool) -> list[Path]:
+    """Every file the chain writes under ``outdir`` (the three steps', the tractograms and sidecars, the CSV)."""
     files = [f for step, _ in plan_steps for f in step.output_files(outdir)]
     ending = extension(options.tracking.tracking_format)
     for bundle in options.bundles:
