@@ -250,3 +250,17 @@ def test_study_runner_tom_and_dm_equal_single_runs(tom_bundle, tmp_path, request
             assert names == sorted(p.name for p in (outroot / sid / folder).iterdir()) and len(names) == 72
             for name in names:
                 assert np.array_equal(read(outroot / sid / folder / name)[0], read(single / folder / name)[0]), name
+
+
+def test_model_rows_benchmark_gives_a_row_per_part_and_backend(tom_bundle, tmp_path):
+    """python -m benchmarks.model_rows on the TOM bundle: one row per part and installed backend, each drift against
+    the live model's stored outputs within the export's linear-output gate (1e-4)."""
+    from benchmarks.model_rows import main as model_rows
+    from runtime.network.backends import is_installed
+
+    out = tmp_path / "rows.json"
+    assert model_rows([str(tom_bundle), "--repeats", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    backends = [b for b in ("onnxruntime", "openvino") if is_installed(b)]
+    assert [(r["model"], r["backend"]) for r in rows] == [(f"TOM part{i}", b) for i in range(1, 5) for b in backends]
+    assert all(0 < r["drift_vs_live_jax_check_batch"] <= 1e-4 and r["median_ms_per_batch"] > 0 for r in rows)
