@@ -49,7 +49,8 @@ def _cohort_options(p: argparse.ArgumentParser, subjects: int, shape: str) -> No
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="latency and drift of every artifact "
                                 "(quick, full); the cost of a study (cohort-throughput, cohort-scale)")
-    modes = "quick,full,cohort-throughput,cohort-scale,cohort-rerun,precision,tracking,diffusion,winograd"
+    modes = ("quick,full,cohort-throughput,cohort-scale,cohort-rerun,precision,tracking,diffusion,diffusion-dice,"
+             "winograd")
     sub = p.add_subparsers(dest="mode", required=True, metavar="{" + modes + "}")
     for mode, text in (("quick", "CI: a few batches per backend, drift gate"),
                        ("full", "+ repeats, full-subject runs, Dice")):
@@ -93,6 +94,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     diffusion_options(sub.add_parser("diffusion", help="peaks from raw DWI: mrtrix vs dipy engine accuracy and time",
                                      description="runtime.diffusion's engines on a simulated multi-fibre phantom: "
                                                  "angular error vs the truth and each other, wall time"))
+    from benchmarks.diffusion_dice import add_options as dice_options
+
+    dice_options(sub.add_parser("diffusion-dice", help="peaks engines end to end on a DWI simulated from real peaks: "
+                                "bundle Dice, angles, time (vs upstream's --raw_diffusion_input)",
+                                description="mrtrix vs dipy engine (and upstream's TractSeg --raw_diffusion_input) "
+                                            "on an HCP-like DWI simulated from a real brain's peaks, same bundle: "
+                                            "per-bundle Dice, first-peak angles, wall time, memory"))
     from benchmarks.winograd import add_options as winograd_options
 
     winograd_options(sub.add_parser("winograd", help="direct vs Winograd 3x3 convolutions, network and per layer",
@@ -107,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.diffusion import main as diffusion
 
         return diffusion(args)
+    if args.mode == "diffusion-dice":
+        from benchmarks.diffusion_dice import main as diffusion_dice
+
+        return diffusion_dice(args)
     if args.mode == "tracking":
         from benchmarks.tracking import main as tracking
 

@@ -33,31 +33,31 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/out/<timestamp>-diffusion)")
 
 
-def _unit_first(peaks: np.ndarray, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def unit_peak(peaks: np.ndarray, k: int = 0) -> tuple[np.ndarray, np.ndarray]:
     v = np.nan_to_num(peaks[..., 3 * k:3 * k + 3])
     amp = np.linalg.norm(v, axis=-1)
     return v / np.maximum(amp, 1e-12)[..., None], amp
 
 
-def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(np.abs((a * b).sum(-1)), 0.0, 1.0)))
 
 
-def _stats(x: np.ndarray) -> dict[str, float]:
+def stats(x: np.ndarray) -> dict[str, float]:
     return {"median": round(float(np.median(x)), 3), "p95": round(float(np.percentile(x, 95)), 3),
             "n": int(x.size)}
 
 
 def accuracy(peaks: np.ndarray, ph: Phantom) -> dict[str, object]:
     single, cross = ph.n_fibres == 1, ph.n_fibres == 2
-    d1, amp = _unit_first(peaks)
-    d2, _ = _unit_first(peaks, 1)
+    d1, amp = unit_peak(peaks)
+    d2, _ = unit_peak(peaks, 1)
     t1, t2 = ph.directions[..., 0, :], ph.directions[..., 1, :]
     # crossing voxels: each true fibre's error to the nearer of the two largest peaks
-    e1 = np.minimum(_angle(d1, t1), _angle(d2, t1))[cross]
-    e2 = np.minimum(_angle(d1, t2), _angle(d2, t2))[cross]
-    return {"single_first_peak_deg": _stats(_angle(d1, t1)[single]),
-            "crossing_both_fibres_deg": _stats(np.concatenate([e1, e2])),
+    e1 = np.minimum(angle_deg(d1, t1), angle_deg(d2, t1))[cross]
+    e2 = np.minimum(angle_deg(d1, t2), angle_deg(d2, t2))[cross]
+    return {"single_first_peak_deg": stats(angle_deg(d1, t1)[single]),
+            "crossing_both_fibres_deg": stats(np.concatenate([e1, e2])),
             "single_amplitude_median": round(float(np.median(amp[single])), 4)}
 
 
@@ -98,9 +98,9 @@ def main(args: argparse.Namespace) -> int:
     if len(peaks) == 2:
         (a, pa), (b, pb) = peaks.items()
         single = ph.n_fibres == 1
-        da, aa = _unit_first(pa)
-        db, ab = _unit_first(pb)
-        report[f"{a}_vs_{b}"] = {"single_first_peak_deg": _stats(_angle(da, db)[single]),
+        da, aa = unit_peak(pa)
+        db, ab = unit_peak(pb)
+        report[f"{a}_vs_{b}"] = {"single_first_peak_deg": stats(angle_deg(da, db)[single]),
                                  "amplitude_ratio_median": round(float(np.median(ab[single] / aa[single])), 4),
                                  "same_sign_fraction": round(float(((da * db).sum(-1) > 0)[single].mean()), 4)}
     if args.hcp:

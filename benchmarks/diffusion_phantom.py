@@ -73,6 +73,18 @@ def signal(gradients: np.ndarray, bvals: np.ndarray, directions: np.ndarray, fra
     return S0 * np.einsum("vk,vkn->vn", fractions, per_fibre)
 
 
+def acquisition(rng: np.random.Generator, seed: int, shells: tuple[float, ...], n_dirs: int,
+                n_b0: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bvals, world gradients) of ``n_b0`` b0s and ``n_dirs`` directions per shell (shell i's directions from
+    seed + 1 + i), shuffled by ``rng`` with a b0 first, as scanners interleave the b0s through the series."""
+    bvals = np.concatenate([np.zeros(n_b0), *[np.full(n_dirs, b) for b in shells]])
+    gradients = np.concatenate([np.zeros((n_b0, 3)),
+                                *[gradient_directions(n_dirs, seed + 1 + i) for i in range(len(shells))]])
+    order = rng.permutation(len(bvals))
+    order = np.concatenate([[0], order[order != 0]]) if n_b0 else order
+    return bvals[order], gradients[order]
+
+
 def simulate(folder: Path, *, shape: tuple[int, int, int] = (12, 12, 6), n_dirs: int = 32, n_b0: int = 3,
              bval: float = 1000.0, affine: np.ndarray | None = None, snr: float | None = 30.0, seed: int = 0,
              crossing_fraction: float = 0.3, crossing_angle: tuple[float, float] = (60.0, 90.0),
@@ -86,12 +98,7 @@ def simulate(folder: Path, *, shape: tuple[int, int, int] = (12, 12, 6), n_dirs:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     affine = np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else np.asarray(affine, dtype=float)
-    grads = gradient_directions(n_dirs, seed + 1)
-    bvals = np.concatenate([np.zeros(n_b0), np.full(n_dirs, bval)])
-    gradients = np.concatenate([np.zeros((n_b0, 3)), grads])
-    order = rng.permutation(len(bvals))  # b0s spread through the series, as scanners interleave them
-    order = np.concatenate([[0], order[order != 0]]) if n_b0 else order
-    bvals, gradients = bvals[order], gradients[order]
+    bvals, gradients = acquisition(rng, seed, (bval,), n_dirs, n_b0)
 
     mask = np.zeros(shape, dtype=bool)
     mask[tuple(slice(m, s - m) for m, s in zip(margin, shape))] = True

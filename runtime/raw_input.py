@@ -31,6 +31,7 @@ class RawPeaks:
     peaks: Path
     engine: str
     carried: tuple[tuple[Path, Path], ...]
+    timings: dict[str, float]  # seconds per engine step, and "total" (PeaksResult.timings)
 
 
 @contextmanager
@@ -52,7 +53,8 @@ def peaks_from_raw(dwi: str | os.PathLike[str], outdir: Path, options: RunOption
         if result.brain_mask is not None and Path(result.brain_mask).parent == work:  # made, not given
             carried.append((outdir / Path(result.brain_mask).name, Path(result.brain_mask)))
         carried += [(outdir / p.name, p) for p in result.intermediates]
-        yield RawPeaks(result.peaks, result.engine, tuple(carried))
+        yield RawPeaks(result.peaks, result.engine, tuple(carried),
+                       {k: round(v, 3) for k, v in result.timings.items()})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -61,7 +61,8 @@ def run(peaks: str | os.PathLike[str], output: str | os.PathLike[str] | None, op
     check_outputs(options.output_files(outdir), options.force, Path(report) if report else None, [Path(peaks)])
     with peaks_from_raw(peaks, outdir, options) as raw:
         document = _segment(checked_from_raw(raw, outdir, options, manifest, report), options)
-    document["input"]["raw_diffusion_input"] = {"dwi": str(Path(peaks).resolve()), "peaks_engine": raw.engine}
+    document["input"]["raw_diffusion_input"] = {"dwi": str(Path(peaks).resolve()), "peaks_engine": raw.engine,
+                                                "peaks_timings_s": raw.timings}
     return document
 
 

@@ -33,7 +33,7 @@ INTERMEDIATES = {
     "csd_msmt_5tt": ("WM_FODs.nii.gz", "5TT.nii.gz", "RF_WM.txt", "RF_GM.txt", "RF_CSF.txt", "RF_voxels.nii.gz",
                      "GM.nii.gz", "CSF.nii.gz"),
 }
-FSL_PROGRAMS = ("fast", "first", "fslmaths")  # what MRtrix's `5ttgen fsl` runs
+FSL_PROGRAMS = ("fast", "run_first_all")  # what MRtrix 3.0.3's `5ttgen fsl -premasked` runs (with FSLDIR set)
 
 
 class MRtrixError(BackendError):
@@ -94,9 +94,12 @@ def check_programs(commands: list[list[str]], csd_type: str, dwi: Path) -> None:
         if not t1.is_file():
             raise InputError(f"{t1}: not found; csd_msmt_5tt needs the T1 (brain-extracted) beside the DWI")
         missing = [p for p in FSL_PROGRAMS if shutil.which(p) is None]
-        if not os.environ.get("FSLDIR") or missing:
-            what = "FSLDIR is not set" if not os.environ.get("FSLDIR") else f"{', '.join(missing)} not on PATH"
-            raise MRtrixError(f"5ttgen fsl: csd_msmt_5tt needs FSL ({what}); use csd_type csd or csd_msmt")
+        unset = not os.environ.get("FSLDIR")
+        if unset or missing:
+            what = [f"{', '.join(missing)} not found on PATH"] if missing else []
+            what += ["FSLDIR is not set"] if unset else []
+            raise MRtrixError(f"5ttgen fsl: csd_msmt_5tt needs FSL ({'; '.join(what)}); use csd_type csd or "
+                              f"csd_msmt")
 
 
 def run_command(argv: list[str], cwd: Path) -> None:
