@@ -14,7 +14,10 @@ Python API:
 * :func:`save_tractogram` to write streamlines as upstream's ``tck`` / ``trk`` / ``trk_legacy``.
 
 Modules: :mod:`~runtime.tracking.walker` (the tracker on arrays), :mod:`~runtime.tracking.prepare` (files ->
-arrays -> world mm), :mod:`~runtime.tracking.writers` (tractogram files), :mod:`~runtime.tracking.api`.
+arrays -> world mm), :mod:`~runtime.tracking.writers` (tractogram files), :mod:`~runtime.tracking.api`;
+upstream's other modes: :mod:`~runtime.tracking.modes` (which one the flags ask for, and its folder),
+:mod:`~runtime.tracking.tckgen` (``--algorithm det``, ``--track_FODs``, ``--no_filtering_by_endpoints``: MRtrix
+``tckgen``), :mod:`~runtime.tracking.best_orig` (``--track_best_orig``).
 Needs the ``tracking`` extra (dipy, for upstream's streamline compression).
 """
 from runtime.tracking.api import (DEFAULT_SEED, TrackingOptions, bundle_rng, parse_bundles, track_bundle,
