@@ -161,7 +161,7 @@ class TractSegPipeline:
         t0 = time.perf_counter()
         given = self.read(peaks)
         data, affine, source = given.data, given.affine, given.source
-        del given
+        del given, peaks  # a caller that kept no reference (runtime.subject.run_subject): freed after the cube
         timings["load"] = round(time.perf_counter() - t0, 3)
 
         t0 = time.perf_counter()

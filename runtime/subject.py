@@ -43,17 +43,26 @@ EXTRAS_BYTES = 2 << 20  # statistics.json and preview.png: well under 2 MB
 log = logging.getLogger("tractseg_aot")
 
 
-@dataclass(frozen=True)
+@dataclass
 class CheckedSubject:
-    """An input read and checked, with the output folder it goes to (checked too) and the report's path."""
+    """An input read and checked, with the output folder it goes to (checked too) and the report's path.
+    :func:`run_subject` takes the input out (:meth:`take_peaks`) so that it is freed once the cube is made."""
 
-    peaks: ReadPeaks
+    peaks: ReadPeaks | None
     outdir: Path
     files: tuple[Path, ...]
     report: Path | None = None
     read_seconds: float = 0.0
     masks: Path | None = None  # TOM: the bundle segmentations folder, checked
     carried: tuple[tuple[Path, Path], ...] = ()  # (final path, where it is now): committed with the outputs
+
+    def take_peaks(self) -> ReadPeaks:
+        """The input, handed over: this record no longer holds it, so the pipeline frees it as soon as the
+        network's cube is made (HCP size: 131 MB of float32 peaks not resident during the network)."""
+        peaks, self.peaks = self.peaks, None
+        if peaks is None:
+            raise RuntimeError("this subject's input was already handed to a run")
+        return peaks
 
 
 @dataclass(frozen=True)
@@ -175,16 +184,16 @@ def run_subject(pipeline: TractSegPipeline, checked: CheckedSubject, options: Ru
     """Lock the output folder, predict, stage every output and commit them together (or nothing). Raises
     TractSegError for anything the user can fix."""
     started = time.perf_counter()
-    given = checked.peaks
-    name = subject or subject_name(given.source)
+    assert checked.peaks is not None, "run_subject: this subject's input was already handed to a run"
+    name = subject or subject_name(checked.peaks.source)
     progress = Progress(options.quiet)
-    background = first_peak_length(given.data) if options.preview else None
-    shape = given.data.shape[:3]
+    background = first_peak_length(checked.peaks.data) if options.preview else None
+    shape = checked.peaks.data.shape[:3]
     with output_folder(checked.outdir, list(checked.files), options.force, needed_bytes(options, shape),
                        options.other_layout_files(checked.outdir)) as staged:
         with progress.bar(pipeline.slices_per_subject, "slice", "network") as advance:
-            segmentation = pipeline.predict(given, advance, checked.masks)
-            del given
+            # handed over, no reference kept here: predict frees the input once the cube is made
+            segmentation = pipeline.predict(checked.take_peaks(), advance, checked.masks)
             if checked.masks is not None:  # TOM: the parts run while the bundles are written
                 written, write_timings = write_segmentation(segmentation, staged, options, name, None, None)
         if checked.masks is None:

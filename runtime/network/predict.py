@@ -110,6 +110,7 @@ def fused_probabilities(cube: np.ndarray, backend: Backend, batch_size: int, n_c
             batch[n:] = 0
             out = _run(backend, batch, n_classes)
             _store(view, where, out[:n].transpose(1, 0, 2, 3), first)
+            del out  # not alive during the next batch's call: one batch's outputs at a time (24 MB at S=144)
             run += n
             batches += 1
             if progress:
