@@ -30,7 +30,7 @@ import numpy as np
 from runtime.network.backends import Backend, choose, open_backend
 from runtime.models.bundles import Model, model_for
 from runtime.errors import BackendError, InputError, one_line
-from runtime.io.geometry import crop_to_nonzero, flip, mni_flip_axes, pad_and_zoom_to_cube
+from runtime.io.geometry import BBox, crop_to_nonzero, cube_box_read_back, flip, mni_flip_axes, pad_and_zoom_to_cube
 from runtime.checks.input_checks import check_cube_aspect, check_layout, check_values, warn_if_oblique
 from runtime.models.manifest import Artifact, Manifest
 from runtime.io.nifti_io import load_peaks
@@ -38,6 +38,7 @@ from runtime.network.precision import check_host
 from runtime.network.precision import self_check as run_self_check
 from runtime.network.predict import fused_probabilities
 from runtime.checks.preflight import cap_threads, open_manifest, resolve_bundle_dir
+from runtime.outputs.postprocess import BUNDLE_SPECIFIC_RULES
 from runtime.outputs.segmentation import Placement, Segmentation
 from runtime.network.predict import SliceStats
 from runtime.tom import TOMResult
@@ -125,9 +126,11 @@ class TractSegPipeline:
         return self._network(cube, model.n_classes, model.directions, progress, source)
 
     def _network(self, cube: np.ndarray, n_classes: int, directions: tuple[int, ...],
-                 progress: Callable[[int], None] | None, source: str) -> tuple[np.ndarray, SliceStats]:
+                 progress: Callable[[int], None] | None, source: str, box: BBox | None = None,
+                 whole: tuple[int, ...] = ()) -> tuple[Any, SliceStats]:
         try:
-            return fused_probabilities(cube, self.backend, self.manifest.batch_size, n_classes, progress, directions)
+            return fused_probabilities(cube, self.backend, self.manifest.batch_size, n_classes, progress, directions,
+                                       box, whole)
         except (KeyboardInterrupt, SystemExit):
             raise
         except MemoryError:
@@ -185,7 +188,11 @@ class TractSegPipeline:
                              source=source, placement=placement, run_part=run_part,
                              masks=None if masks is None else Path(masks), timings=timings, model=self.model.name)
         t0 = time.perf_counter()
-        fused, stats = self._network(cube, self.model.n_classes, self.model.directions, progress, source)
+        # only the box that the way back reads, but every voxel of the bundles with a cube-space rule (CA, FX)
+        whole = tuple(i for i, b in enumerate(self.model.bundles) if b in BUNDLE_SPECIFIC_RULES) \
+            if self.model.task == "tract_segmentation" else ()
+        fused, stats = self._network(cube, self.model.n_classes, self.model.directions, progress, source,
+                                     cube_box_read_back(transform, self.manifest.slice_size), whole)
         timings["network"] = round(time.perf_counter() - t0, 3)
         return Segmentation(bundles=self.model.bundles, output_type=self.model.task, source=source, fused=fused,
                             placement=placement, slices=stats, timings=timings, model=self.model.name,
