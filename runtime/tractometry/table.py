@@ -111,7 +111,8 @@ def tractometry(tracking_dir: Path, endings_dir: Path, scalar_path: Path, nr_poi
         if streamlines is None:
             log.warning(f"no tracking found for bundle {bundle}; returning zeros (as upstream)")
         elif len(streamlines) >= MIN_STREAMLINES:
-            mean, std = profile(streamlines, beginnings.get_fdata(), scalar, scalar_image.affine, nr_points, DILATION)
+            mask = beginnings.get_fdata(caching="unchanged")  # not kept in the image: one bundle's at a time
+            mean, std = profile(streamlines, mask, scalar, scalar_image.affine, nr_points, DILATION)
         else:
             log.warning(f"bundle {bundle} contains less than {MIN_STREAMLINES} streamlines; saving value 0 for this "
                         f"bundle (as upstream)")
