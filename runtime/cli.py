@@ -32,6 +32,19 @@ def path_arg(text: str) -> str:
     return text
 
 
+def command_parser(script: str, module: str, doc: str | None) -> argparse.ArgumentParser:
+    """A command's parser, named by how it was started (the console ``script`` or ``python -m module``)."""
+    prog = script if os.path.basename(sys.argv[0]) == script else f"python -m {module}"
+    return argparse.ArgumentParser(prog=prog, description=(doc or "").strip().splitlines()[0])
+
+
+def add_peaks_arguments(p: argparse.ArgumentParser) -> None:
+    """PEAKS and -o OUTDIR, as upstream's TractSeg takes them."""
+    p.add_argument("peaks", metavar="PEAKS", type=path_arg, help="MRtrix peaks: 4D NIfTI (X, Y, Z, 9)")
+    p.add_argument("-o", dest="output", metavar="OUTDIR", type=path_arg,
+                   help="output directory (default: <directory of PEAKS>/tractseg_output)")
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """The options runtime.run and runtime.cohort share (upstream's, plus the runtime's own)."""
     p.add_argument("--artifacts", metavar="DIR", type=path_arg, help="bundle directory with manifest.json "

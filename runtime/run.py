@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.checks.preflight import check_outputs, open_manifest, resolve_bundle_dir
-from runtime.cli import add_run_options, guarded, path_arg, run_options
+from runtime.cli import add_peaks_arguments, add_run_options, command_parser, guarded, path_arg, run_options
 from runtime.errors import OutputError
 from runtime.io.nifti_io import default_output_dir
 from runtime.options import RunOptions
@@ -30,11 +30,8 @@ log = logging.getLogger("tractseg_aot")
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunOptions]:
-    prog = "tractseg-aot" if Path(sys.argv[0]).name == "tractseg-aot" else "python -m runtime.run"
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.strip().splitlines()[0])
-    p.add_argument("peaks", metavar="PEAKS", type=path_arg, help="MRtrix peaks: 4D NIfTI (X, Y, Z, 9)")
-    p.add_argument("-o", dest="output", metavar="OUTDIR", type=path_arg,
-                   help="output directory (default: <directory of PEAKS>/tractseg_output)")
+    p = command_parser("tractseg-aot", "runtime.run", __doc__)
+    add_peaks_arguments(p)
     add_run_options(p)
     p.add_argument("--report", metavar="FILE", type=path_arg, help="write a JSON report of the run")
     args = p.parse_args(argv)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from runtime.chain.api import run_chain
 from runtime.chain.arguments import add_chain_arguments, chain_options
 from runtime.chain.options import ChainOptions
-from runtime.cli import guarded, path_arg
+from runtime.cli import add_peaks_arguments, command_parser, guarded, path_arg
 from runtime.io.nifti_io import default_output_dir
 from runtime.models.manifest_schema import PRECISIONS
 from runtime.network.backends import BACKENDS
@@ -26,11 +25,8 @@ from runtime.options import RunOptions
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ChainOptions]:
-    prog = "tractseg-aot-chain" if Path(sys.argv[0]).name == "tractseg-aot-chain" else "python -m runtime.chain"
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.strip().splitlines()[0])
-    p.add_argument("peaks", metavar="PEAKS", type=path_arg, help="MRtrix peaks: 4D NIfTI (X, Y, Z, 9)")
-    p.add_argument("-o", dest="output", metavar="OUTDIR", type=path_arg,
-                   help="output directory (default: <directory of PEAKS>/tractseg_output)")
+    p = command_parser("tractseg-aot-chain", "runtime.chain", __doc__)
+    add_peaks_arguments(p)
     p.add_argument("--scalar", metavar="FILE", type=path_arg,
                    help="scalar map on the peaks' grid (e.g. FA.nii.gz) for the tractometry; without it the chain "
                         "stops after tracking")

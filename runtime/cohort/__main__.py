@@ -20,7 +20,7 @@ from pathlib import Path
 from runtime.checks.input_checks import available_memory_bytes
 from runtime.checks.preflight import available_cores, check_writable_dir, open_manifest, resolve_bundle_dir
 from runtime.chain.arguments import add_chain_arguments, chain_options
-from runtime.cli import add_run_options, guarded, path_arg, run_options
+from runtime.cli import add_run_options, command_parser, guarded, path_arg, run_options
 from runtime.cohort.engine import default_threads, default_workers, run_subjects
 from runtime.cohort.records import (RESERVED_NAMES, CohortTable, DoneCheck, read_done_record, reserved_name,
                                     table_name)
@@ -35,8 +35,7 @@ log = logging.getLogger("tractseg_aot")
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunOptions]:
-    prog = "tractseg-aot-cohort" if Path(sys.argv[0]).name == "tractseg-aot-cohort" else "python -m runtime.cohort"
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.strip().splitlines()[0])
+    p = command_parser("tractseg-aot-cohort", "runtime.cohort", __doc__)
     p.add_argument("inputs", nargs="*", metavar="INPUT", type=path_arg, help="peaks files or folders to search")
     p.add_argument("-o", dest="output", metavar="OUTROOT", type=path_arg, required=True, help="study output folder")
     p.add_argument("--list", dest="list_file", metavar="FILE", type=path_arg,
