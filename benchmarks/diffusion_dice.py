@@ -58,6 +58,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", metavar="LABEL", help="copy results to benchmarks/results/diffusion-dice-"
                                                       "<machine>-LABEL.{json,md}")
     p.add_argument("--keep", action="store_true", help="keep the simulated DWI and the runs' outputs")
+    p.add_argument("--resume", action="store_true", help="reuse the runs of an earlier --keep invocation with the "
+                                                         "same --out (their figures and outputs); run the rest")
 
 
 def _crop(text: str) -> tuple[slice, slice, slice]:
@@ -132,6 +134,37 @@ def _peaks(folder: Path) -> np.ndarray:
     return np.asarray(nib.load(folder / "peaks.nii.gz").get_fdata(dtype=np.float32))
 
 
+def _earlier_runs(out: Path) -> dict[str, dict]:
+    """--resume: the runs recorded in <out>/results.json whose output folder is still whole (72 masks)."""
+    try:
+        runs = json.loads((out / "results.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {name: run for name, run in runs.items()
+            if len(list((out / name / "bundle_segmentations").glob("*.nii.gz"))) == 72}
+
+
+def _measure(report: dict, phantom, out: Path, engines: list[str], upstream: bool) -> None:
+    """Dice of every pair of runs (whole grid, and inside the brain mask), first-peak angles, peaks identity."""
+    runs = list(report["runs"])
+    masks = {name: read_masks(out / name) for name in runs}
+    brain = phantom.n_fibres > 0
+    pairs = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1:]]
+    report["dice"] = {f"{a}_vs_{b}": dice_table(masks[a], masks[b]) for a, b in pairs}
+    inside = {name: {k: m & brain for k, m in masks[name].items()} for name in runs}
+    report["dice_inside_brain"] = {f"{a}_vs_{b}": dice_table(inside[a], inside[b]) for a, b in pairs}
+    inside_any = np.zeros(brain.shape, dtype=bool)
+    for name in engines:
+        for mask in masks[name].values():
+            inside_any |= mask
+    peaks = {name: _peaks(out / name) for name in engines + (["upstream"] if upstream else [])}
+    report["peaks"] = peak_agreement(peaks, phantom.directions[..., 0, :], phantom.n_fibres == 1,
+                                     {"single_fibre_all": brain, "single_fibre_inside_masks": inside_any})
+    if upstream and "mrtrix" in engines:
+        report["mrtrix_peaks_vs_upstream"] = same_peaks(out / "mrtrix" / "peaks.nii.gz",
+                                                        out / "upstream" / "peaks.nii.gz")
+
+
 def main(args: argparse.Namespace) -> int:
     from benchmarks.diffusion_brain import simulate_from_peaks
 
@@ -151,29 +184,19 @@ def main(args: argparse.Namespace) -> int:
                         "shells": args.shells, "dirs_per_shell": args.dirs, "b0s": args.b0s, "snr": args.snr,
                         "seed": args.seed, "seconds": round(time.perf_counter() - started, 1)}, "runs": {}}
     log(f"[diffusion-dice] simulated {report['simulation']}")
+    earlier = _earlier_runs(out) if args.resume else {}
     runs = report["runs"]
-    for engine in engines:
-        runs[engine] = _ours(args, phantom, bundle, engine, out)
-    if not args.no_truth:
-        runs["truth"] = _truth(args, phantom, bundle, out)
-    if args.upstream:
-        runs["upstream"] = _upstream(args, phantom, bundle, out)
-
-    masks = {name: read_masks(out / name) for name in runs}
-    names = list(runs)
-    report["dice"] = {f"{a}_vs_{b}": dice_table(masks[a], masks[b]) for i, a in enumerate(names)
-                      for b in names[i + 1:]}
-    inside_any = np.zeros(phantom.n_fibres.shape, dtype=bool)
-    for name in engines:
-        for mask in masks[name].values():
-            inside_any |= mask
-    peaks = {name: _peaks(out / name) for name in engines + (["upstream"] if args.upstream else [])}
-    report["peaks"] = peak_agreement(peaks, phantom.directions[..., 0, :], phantom.n_fibres == 1,
-                                     {"single_fibre_all": phantom.n_fibres > 0,
-                                      "single_fibre_inside_masks": inside_any})
-    if args.upstream and "mrtrix" in engines:
-        report["mrtrix_peaks_vs_upstream"] = same_peaks(out / "mrtrix" / "peaks.nii.gz",
-                                                        out / "upstream" / "peaks.nii.gz")
+    for name in [*engines, *([] if args.no_truth else ["truth"]), *(["upstream"] if args.upstream else [])]:
+        if name in earlier:
+            runs[name] = {**earlier[name], "reused_from_an_earlier_invocation": True}
+            log(f"[diffusion-dice] {name}: reusing the earlier run's outputs and figures (--resume)")
+        elif name == "truth":
+            runs[name] = _truth(args, phantom, bundle, out)
+        elif name == "upstream":
+            runs[name] = _upstream(args, phantom, bundle, out)
+        else:
+            runs[name] = _ours(args, phantom, bundle, name, out)
+    _measure(report, phantom, out, engines, args.upstream)
     report["machine"]["load_average_at_end"] = load_average()
     from benchmarks.diffusion_tables import markdown
 

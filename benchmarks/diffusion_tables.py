@@ -17,6 +17,19 @@ def _angle(row: dict) -> str:
     return "-" if row["median"] is None else f"{row['median']:.2f} / {row['p95']:.2f}"
 
 
+def _dice_rows(table: dict, where: str) -> list[str]:
+    lines = ["", f"| masks ({where}) | bundles compared | empty in both | empty in one | Dice mean | median | min "
+                 f"| lowest |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for pair, d in table.items():
+        lowest = ", ".join(f"{k} {v:.3f}" for k, v in d["lowest"][:3])
+        mean = "-" if d["mean"] is None else f"{d['mean']:.4f}"
+        median = "-" if d["median"] is None else f"{d['median']:.4f}"
+        low = "-" if d["min"] is None else f"{d['min']:.4f}"
+        lines.append(f"| {pair.replace('_vs_', ' vs ')} | {d['compared']} | {d['empty_in_both']} | "
+                     f"{d['empty_in_one']} | {mean} | {median} | {low} | {lowest} |")
+    return lines
+
+
 def markdown(r: dict) -> str:
     m, s = r["machine"], r["simulation"]
     lines = [f"CPU: {m['cpu_model']} ({m['usable_cpus']} usable cores, {m['ram_gib']} GiB), load average "
@@ -35,17 +48,12 @@ def markdown(r: dict) -> str:
     for name, run in r["runs"].items():
         peaks = run.get("peaks_timings_s")
         steps = f"{peaks['total']:.1f} ({_steps(peaks)})" if peaks else ""
+        name = f"{name} (earlier invocation)" if run.get("reused_from_an_earlier_invocation") else name
         lines.append(f"| {name} | {run['wall_s']:.1f} | {steps} | {run['cpu_s']:.1f} | {run['max_rss_mb']} | "
                      f"{run['load_average_before'][0]} -> {run['load_average_after'][0]} |")
-    lines += ["", "| masks | bundles compared | empty in both | empty in one | Dice mean | median | min | lowest |",
-              "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for pair, d in r["dice"].items():
-        lowest = ", ".join(f"{k} {v:.3f}" for k, v in d["lowest"][:3])
-        mean = "-" if d["mean"] is None else f"{d['mean']:.4f}"
-        median = "-" if d["median"] is None else f"{d['median']:.4f}"
-        low = "-" if d["min"] is None else f"{d['min']:.4f}"
-        lines.append(f"| {pair.replace('_vs_', ' vs ')} | {d['compared']} | {d['empty_in_both']} | "
-                     f"{d['empty_in_one']} | {mean} | {median} | {low} | {lowest} |")
+    lines += _dice_rows(r["dice"], "whole grid")
+    if "dice_inside_brain" in r:
+        lines += _dice_rows(r["dice_inside_brain"], "inside the brain mask")
     names = [k for k in next(iter(r["peaks"].values())) if "_vs_" in k]
     lines += ["", "First peak, single-fibre voxels, angle median / p95 (deg):", "",
               "| voxels | n | " + " | ".join(k.replace("_vs_", " vs ") for k in names) + " |",

@@ -110,5 +110,7 @@ def run_command(argv: list[str], cwd: Path) -> None:
     except OSError as error:
         raise MRtrixError(f"{argv[0]}: could not start ({one_line(error, 160)})") from None
     if done.returncode != 0:
-        tail = " | ".join(line.strip() for line in (done.stderr or done.stdout).splitlines()[-3:] if line.strip())
+        lines = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        errors = [line for line in lines if "[ERROR]" in line]  # MRtrix scripts end with scratch-folder notes
+        tail = " | ".join(line[:200] for line in (errors[:3] if errors else lines[-3:]))
         raise MRtrixError(f"{' '.join(argv[:2])}: failed with status {done.returncode}: {tail or 'no output'}")
