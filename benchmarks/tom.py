@@ -5,6 +5,7 @@ for tract_segmentation beside them (the figure TOM must stay under).
 
     python -m benchmarks.tom --out /tmp/tom-bench [--tract-bundle DIR] [--shape 145 174 145]
     python -m benchmarks.tom --out /tmp/tom-bench --explain-part 3   (after a run: why voxels differ by > 1e-4)
+    python -m benchmarks.tom --out /tmp/dm-bench --task dm_regression   (the same for bundle density maps)
 
 ``--explain-part N`` reruns part N's network both ways (ours through TractSegPipeline, upstream's run_tractseg
 with its mask-and-normalise step left out) and prints, for every voxel whose written unit vectors differ by more
@@ -116,6 +117,49 @@ def explain(out: Path, bundle: Path, peaks: Path, mask_dir: Path, part: int) -> 
             "raw_length_inside_masks_percentiles": {q: float(np.percentile(lengths, q)) for q in (0.01, 1, 50)}}
 
 
+def dm_regression(out: Path, peaks: Path, weights: Path, skip_upstream: bool) -> dict[str, object]:
+    """dm_regression on the subject, ours then upstream's CLI (weights seed 105, bilinear, as tests/tom_support),
+    and the maps compared (values < 0.01 zeroed on one side only: ties, counted)."""
+    from benchmarks.upstream_net import save_upstream_checkpoint, upstream_network
+
+    model = model_for("dm_regression")
+    if not (weights / model.local_name).is_file():
+        save_upstream_checkpoint(upstream_network(model.n_classes, 105, "bilinear"), weights / model.local_name)
+    bundle = out / "dm-bundle"
+    if not (bundle / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "export", "--task", "dm_regression", "--weights",
+                        str(weights / model.local_name), "--formats", "onnx", "--platforms", "cpu", "--out",
+                        str(bundle), "--force"], check=True)
+    results: dict[str, object] = {"machine": machine_info(), "shape": list(nib.load(peaks).shape[:3])}
+    subprocess.run(["rm", "-rf", str(out / "ours-dm"), str(out / "upstream-dm")], check=True)
+    seconds, peak, _ = run_measured([sys.executable, "-m", "runtime.run", str(peaks), "-o", str(out / "ours-dm"),
+                                     "--artifacts", str(bundle), "--output_type", "dm_regression", "--quiet"])
+    results["ours_dm_regression"] = {"wall_s": round(seconds, 1), "peak_rss_mib": round(peak)}
+    print(f"ours dm_regression: {seconds:.1f} s, {peak:.0f} MiB", flush=True)
+    if skip_upstream:
+        return results
+    home = os.environ.get("HOME")
+    os.environ["HOME"] = str(out / "home")  # upstream's weights: ~/.tractseg
+    try:
+        seconds, peak, _ = run_measured([str(upstream_script("TractSeg")), "-i", str(peaks), "-o",
+                                         str(out / "upstream-dm"), "--output_type", "dm_regression"])
+    finally:
+        if home is not None:
+            os.environ["HOME"] = home
+    results["upstream_dm_regression"] = {"wall_s": round(seconds, 1), "peak_rss_mib": round(peak)}
+    print(f"upstream dm_regression: {seconds:.1f} s, {peak:.0f} MiB", flush=True)
+    worst, ties, nonzero = 0.0, 0, 0
+    for name in model.bundles:
+        a = np.asarray(nib.load(out / "ours-dm" / "dm_regression" / f"{name}.nii.gz").dataobj)
+        b = np.asarray(nib.load(out / "upstream-dm" / "dm_regression" / f"{name}.nii.gz").dataobj)
+        one_side = (a == 0) != (b == 0)
+        ties, nonzero = ties + int(one_side.sum()), nonzero + int((b != 0).sum())
+        worst = max(worst, float(np.abs(a - b)[~one_side].max()))
+    results["parity"] = {"max_abs": worst, "threshold_ties": ties, "nonzero_values_upstream": nonzero}
+    print(f"parity: {results['parity']}", flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.tom", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -123,9 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tract-bundle", type=Path, help="an S=144 tract_segmentation bundle: its run is measured too")
     p.add_argument("--skip-upstream", action="store_true")
     p.add_argument("--explain-part", type=int, choices=(1, 2, 3, 4), help="after a run: why voxels differ")
+    p.add_argument("--task", choices=("TOM", "dm_regression"), default="TOM")
     args = p.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if args.task == "dm_regression":
+        (out / "home" / ".tractseg").mkdir(parents=True, exist_ok=True)
+        results = dm_regression(out, make_input(out, tuple(args.shape), 1), out / "home" / ".tractseg",
+                                args.skip_upstream)
+        (out / "results-dm_regression.json").write_text(json.dumps(results, indent=1) + "\n")
+        return 0
     weights = checkpoints(out / "home" / ".tractseg")
     bundle = out / "tom-bundle"
     if not (bundle / "manifest.json").is_file():
