@@ -62,7 +62,8 @@ def compare_outputs(reference: Path, other: Path) -> dict[str, Any]:
                 and np.array_equal(va, vb))
         if not same:
             differing.append(str(rel))
-    extra = sorted(str(p.relative_to(other)) for p in other.rglob("*.nii.gz") if not (reference / p.relative_to(other)).exists())
+    extra = sorted(str(p.relative_to(other)) for p in other.rglob("*.nii.gz")
+                   if not (reference / p.relative_to(other)).exists())
     return {"files": len(files), "differing": differing, "only_in_other": extra,
             "bit_identical": not differing and not extra and bool(files)}
 

@@ -30,7 +30,8 @@ import numpy as np
 from runtime.network.backends import Backend, choose, open_backend
 from runtime.models.bundles import Model, model_for
 from runtime.errors import BackendError, InputError, one_line
-from runtime.io.geometry import BBox, crop_to_nonzero, cube_box_read_back, flip, mni_flip_axes, pad_and_zoom_to_cube
+from runtime.io.geometry import (BBox, crop_to_nonzero, cube_box_read_back, flip, mni_flip_axes,
+                                 pad_and_zoom_to_cube)
 from runtime.checks.input_checks import check_cube_aspect, check_layout, check_values, warn_if_oblique
 from runtime.models.manifest import Artifact, Manifest
 from runtime.io.nifti_io import load_peaks
