@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from runtime.chain.api import run_chain
-from runtime.chain.arguments import add_chain_arguments, chain_options
+from runtime.chain.cli import add_chain_arguments, chain_options
 from runtime.chain.options import ChainOptions
 from runtime.cli import add_peaks_arguments, command_parser, guarded, path_arg
 from runtime.io.nifti_io import default_output_dir

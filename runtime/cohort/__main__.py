@@ -19,7 +19,7 @@ from pathlib import Path
 
 from runtime.checks.input_checks import available_memory_bytes
 from runtime.checks.preflight import available_cores, check_writable_dir, open_manifest, resolve_bundle_dir
-from runtime.chain.arguments import add_chain_arguments, chain_options
+from runtime.chain.cli import add_chain_arguments, chain_options
 from runtime.cli import add_run_options, command_parser, guarded, path_arg, run_options
 from runtime.cohort.engine import default_threads, default_workers, run_subjects
 from runtime.cohort.records import (RESERVED_NAMES, CohortTable, DoneCheck, read_done_record, reserved_name,
