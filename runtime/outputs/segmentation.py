@@ -20,6 +20,7 @@ from runtime.io.geometry import BBox, Transform
 from runtime.io.nifti_io import output_bytes, output_paths, strip_nifti
 from runtime.outputs.output_set import StagedOutputs
 from runtime.outputs.writers import OutputSpec, bundle_volume, value_range, write_outputs
+from runtime.network.fused_cube import FusedCube
 from runtime.network.predict import SliceStats
 
 log = logging.getLogger("tractseg_aot")
@@ -52,7 +53,8 @@ class Segmentation:
     bundles: tuple[str, ...]
     output_type: str
     source: str  # the input's path, or a description of an in-memory input
-    fused: np.ndarray = field(repr=False)  # (C, S, S, S) float32, upstream's mean_fusion channel first
+    fused: np.ndarray | FusedCube = field(repr=False)  # (C, S, S, S) float32, upstream's mean_fusion channel
+    # first; a FusedCube keeps only the box read back (0 elsewhere: runtime.network.fused_cube)
     placement: Placement = field(repr=False)
     slices: SliceStats | None = None
     timings: dict[str, float] = field(default_factory=dict)
