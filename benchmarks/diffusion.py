@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from benchmarks.diffusion_phantom import Phantom, simulate

@@ -17,7 +17,7 @@ import pytest
 
 from runtime.cohort.records import DONE_NAME
 from tests.run_support import REPO, save_peaks, synthetic_peaks
-from tests.test_cohort import cohort, make_study, table
+from tests.test_cohort import cohort, table
 
 SMALL = (20, 24, 19)
 

@@ -220,7 +220,6 @@ def test_study_runner_tom_and_dm_equal_single_runs(tom_bundle, tmp_path, request
     """runtime.cohort --output_type TOM over two subjects, each reading the masks in its own output folder
     (<OUTROOT>/<subject>/bundle_segmentations, upstream's default), then --output_type dm_regression --rescale_dm
     on the same study: every file equals runtime.run's for that subject, byte for byte in the data."""
-    import shutil
     import subprocess
     import sys
 
