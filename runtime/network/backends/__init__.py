@@ -14,7 +14,6 @@ import numpy as np
 
 from runtime.errors import ArtifactError, BackendError, one_line
 from runtime.models.manifest import Artifact, Manifest
-from runtime.network.heap import unmap_large_blocks_when_freed
 
 # name -> (module with the backend, python package that must be installed, pip extra)
 BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -129,9 +128,7 @@ def open_backend(name: str, device: str, manifest: Manifest, nr_cpus: int | None
 
 def load_artifact(name: str, path: Path, artifact: Artifact, device: str, nr_cpus: int | None = None) -> Backend:
     """Load an artifact file on a backend: the one loader of the runtime (after :func:`open_backend` verified the
-    checksums), the export's verification and the benchmarks. Failures are one-line BackendErrors. Freed blocks
-    of 1 MiB and more go back to the system from here on (:mod:`runtime.network.heap`)."""
-    unmap_large_blocks_when_freed()
+    checksums), the export's verification and the benchmarks. Failures are one-line BackendErrors."""
     module = importlib.import_module(BACKENDS[name][0])
     try:
         return module.load(path, artifact, device, nr_cpus)

@@ -22,7 +22,7 @@ class OnnxRuntimeBackend:
         options.enable_cpu_mem_arena = False  # the arena kept ~0.3 GB more at peak (HCP-size run)
         # Each tensor allocated when made and freed after its last use, in the priority-based node order: a batch
         # of 4 at S=144 peaks 175 MiB above the loaded session instead of 313 MiB (default order, one block planned
-        # per run; ORT 1.32, 2-core EPYC, runtime.network.heap's threshold set). Neither the node order nor the
+        # per run; ORT 1.32, 2-core EPYC). Neither the node order nor the
         # allocation changes a kernel's arithmetic: the same outputs, bit for bit (benchmarks/memory.py).
         options.enable_mem_pattern = False
         options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
