@@ -137,6 +137,10 @@ def test_study_table_equals_the_subjects_csvs_and_rerun_resumes(root, tmp_path, 
     assert scalar_unchanged(str(out / "sub-02"), str(peaks), "sub-02", chain)
     os.utime(fa, ns=(fa.stat().st_atime_ns, fa.stat().st_mtime_ns + 10**9))  # a new FA map: a rerun redoes it
     assert not scalar_unchanged(str(out / "sub-02"), str(peaks), "sub-02", chain)
+    assert _cohort(*args[:-1]) == 0
+    assert "1 done earlier, 1 to run" in capsys.readouterr().out
+    assert scalar_unchanged(str(out / "sub-02"), str(peaks), "sub-02", chain)  # redone: the record has the new map
+    assert {p: p.stat().st_mtime_ns for p in files_under(out / "sub-01")} == before
 
 
 def test_report_flags_a_far_profile(tmp_path):

@@ -111,6 +111,10 @@ def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions,
             wait_for_lock(folder)
             shaping = chain.output_record() if chain is not None else options.output_record()
             stored = is_done(folder, peaks, bundle_id, shaping) if not options.force else None
+            if stored is not None and chain is not None:  # the driver's rule: a changed scalar map redoes it
+                from runtime.cohort.chain_subject import scalar_unchanged
+
+                stored = stored if scalar_unchanged(str(folder), peaks, subject, chain) else None
             if stored is not None:  # finished by a run that outlived its driver
                 return CohortRow.from_mapping(stored)
             check_input_path(peaks)
