@@ -94,9 +94,9 @@ def fused_probabilities(cube: np.ndarray, backend: Backend, batch_size: int, n_c
             chunk = todo[start:start + batch_size]
             n = len(chunk)
             # (n, a, b, 9) -> (n, 9, a, b): upstream's sample_slices layout for this direction
-            for start, stop, k in runs(chunk):
-                slices = np.moveaxis(cube[(slice(None),) * axis + (slice(start, stop),)], axis, 0)
-                np.copyto(batch[k:k + stop - start], slices.transpose(0, 3, 1, 2))
+            for first_slice, stop, k in runs(chunk):
+                slices = np.moveaxis(cube[(slice(None),) * axis + (slice(first_slice, stop),)], axis, 0)
+                np.copyto(batch[k:k + stop - first_slice], slices.transpose(0, 3, 1, 2))
             batch[n:] = 0
             out = _run(backend, batch, n_classes)
             acc.store(axis, chunk, out[:n].transpose(1, 0, 2, 3), first)  # (C, n, a, b): slice index at 1
