@@ -109,10 +109,52 @@ def test_engines_agree(mrtrix_result, dipy_result, phantom):
     dm, am = first_peak(mrtrix_result.load())
     dd, ad = first_peak(dipy_result.load())
     between = angle_deg(dm, dd)[single]
-    assert np.median(between) <= 2.0 and np.percentile(between, 95) <= 5.0, (np.median(between), between.max())
+    # measured here: median 0.09, p95 0.40 degrees; amplitude ratio median 0.957 (p5-p95 0.944-0.970). The CSD is
+    # MRtrix's (test_csd_fit_reproduces_dwi2fod); what is left is the response (ours: FA > 0.7 voxels and one
+    # pooled fit; MRtrix: tournier's iterative selection) and the peak search
+    assert np.median(between) <= 0.5 and np.percentile(between, 95) <= 2.0, (np.median(between), between.max())
     ratio = np.median(ad[single] / am[single])
-    assert 0.85 <= ratio <= 1.15, ratio  # sh2peaks' amplitude scale (FOD value at the peak)
+    assert 0.92 <= ratio <= 1.08, ratio  # sh2peaks' amplitude scale (FOD value at the peak)
     np.testing.assert_allclose(nib.load(dipy_result.peaks).affine, nib.load(mrtrix_result.peaks).affine)
+
+
+@needs_mrtrix
+def test_csd_fit_reproduces_dwi2fod(mrtrix_result, phantom):
+    """Our numpy CSD, given MRtrix's own response.txt and gradients, against ``dwi2fod csd``'s WM_FODs: the
+    per-l power of the coefficients (basis-independent: MRtrix's and dipy's bases are both orthonormal) and the
+    FOD's amplitude on a sphere. The only difference left is the 300 constraint directions (ours: repulsion from a
+    fixed seed; MRtrix: its own table), 0.1% of the l-band norms on the 2.5 mm HCP-like DWI: 1% here."""
+    from runtime.diffusion.csd_fit import CSD, sh_basis, sh_degrees
+    from runtime.diffusion.dipy_engine import world_gradients
+    from runtime.diffusion.sh_peaks import search_sphere
+
+    folder = mrtrix_result.peaks.parent
+    response = np.loadtxt(folder / "response.txt", comments="#", ndmin=2)[-1]
+    image = nib.load(phantom.dwi)
+    bvals = np.loadtxt(phantom.bvals)
+    shell = bvals > 10
+    gradients = world_gradients(np.loadtxt(phantom.bvecs).T, image.affine)[shell]
+    inside = phantom.n_fibres > 0
+    ours = CSD.build(gradients, response).fit(np.asarray(image.dataobj, dtype=float)[inside][:, shell])
+    theirs = np.asarray(nib.load(folder / "WM_FODs.nii.gz").dataobj, dtype=float)[inside]
+    degrees, start = sh_degrees(8), 0
+    for l in range(0, 10, 2):
+        size = 2 * l + 1
+        band = np.linalg.norm(ours[:, degrees == l], axis=1) / np.linalg.norm(theirs[:, start:start + size], axis=1)
+        assert abs(np.median(band) - 1.0) <= 0.01, (l, np.percentile(band, [5, 50, 95]))
+        start += size
+    # the FOD itself on a 1,442-direction sphere, MRtrix's coefficients read in its own basis (dipy's tournier07
+    # is MRtrix 3's): the largest amplitude per voxel, and every amplitude relative to it
+    from dipy.core.geometry import cart2sphere
+    from dipy.reconst.shm import real_sh_tournier
+
+    sphere = search_sphere().vertices
+    _, theta, phi = cart2sphere(*sphere.T)
+    theirs_basis, _, _ = real_sh_tournier(8, theta, phi, legacy=False)
+    a, b = ours @ sh_basis(sphere, 8).T, theirs @ theirs_basis.T
+    peak_ratio = a.max(axis=1) / b.max(axis=1)
+    assert abs(np.median(peak_ratio) - 1.0) <= 0.01, np.percentile(peak_ratio, [5, 50, 95])
+    assert np.percentile(np.abs(a - b).max(axis=1) / b.max(axis=1), 95) <= 0.05
 
 
 @needs_mrtrix

@@ -7,8 +7,8 @@ Mirrors (TractSeg 2.10 ``create_fods`` with ``csd_type csd``, which runs MRtrix 
 | gradients | ``-fslgrad BVECS BVALS``: bvecs x negated when the affine's determinant is > 0, then rotated by the affine's rotation into world coordinates | the same arithmetic (:func:`world_gradients`) |
 | shell | ``dwi2fod csd`` uses the b0s and the largest shell | the same |
 | brain mask | FSL ``bet -f 0.3`` (not available) | ``median_otsu`` on the b0s, median radius 2, one pass, when none is given (dipy's defaults, radius 4 and 4 passes, spilled into the background or lost half the brain on our small phantoms; not measured on real brains) |
-| response | ``dwi2response tournier`` (iterative single-fibre voxel selection, lmax 8 response) | ``response_from_mask_ssst`` on the brain-mask voxels with FA > 0.7 (the 300 highest-FA voxels when fewer than 30 pass) |
-| FOD | ``dwi2fod csd`` (lmax 8, lambda 1, threshold 0) | ``ConstrainedSphericalDeconvModel`` (``sh_order_max`` 8, lambda 1, tau 0.1) |
+| response | ``dwi2response tournier`` (iterative single-fibre voxel selection, then ``amp2response``: zonal SH of the signal against the angle to each voxel's fibre) | the brain-mask voxels with FA > 0.7 (the 300 highest-FA voxels when fewer than 30 pass; dipy ``TensorModel``), their signals against the angle to the tensor's principal direction, one pooled zonal-SH fit, lmax 8 (:func:`~runtime.diffusion.csd_fit.zonal_response`) |
+| FOD | ``dwi2fod csd`` (lmax 8, neg_lambda 1, norm_lambda 1, threshold 0, 300 directions) | MRtrix's algorithm and constants in numpy (:mod:`runtime.diffusion.csd_fit`; dipy's own CSD regularises differently and gave 1.33x MRtrix's peak amplitudes on the same response) |
 | peaks | ``sh2peaks`` | :mod:`runtime.diffusion.sh_peaks` |
 
 The fit runs in ``nthreads`` worker processes (every core by default) on chunks of the mask's voxels.
@@ -63,25 +63,26 @@ class DipyOutput:
     timings: dict[str, float]
 
 
-_MODEL = None
+_CSD = None
 
 
-def _init_worker(model) -> None:
-    global _MODEL
-    _MODEL = model
+def _init_worker(csd) -> None:
+    global _CSD
+    _CSD = csd
 
 
 def _fit_chunk(signals: np.ndarray) -> np.ndarray:
     from runtime.diffusion.sh_peaks import SHEvaluator, peaks_sh2peaks_style, search_sphere
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        coeffs = np.asarray(_MODEL.fit(signals).shm_coeff, dtype=float).reshape(len(signals), -1)
-    return peaks_sh2peaks_style(coeffs, search_sphere(), SHEvaluator(SH_ORDER))
+    return peaks_sh2peaks_style(_CSD.fit(signals), search_sphere(), SHEvaluator(SH_ORDER))
 
 
-def _response_mask(gtab, data: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def single_fibre_response(gtab, data: np.ndarray, mask: np.ndarray, shell: np.ndarray) -> np.ndarray:
+    """Zonal SH coefficients of the response: the mask's voxels with FA > 0.7 (else the 300 highest-FA), their
+    ``shell`` signals against the angle to their tensor's principal direction."""
     from dipy.reconst.dti import TensorModel
+
+    from runtime.diffusion.csd_fit import zonal_response
 
     fa = np.zeros(mask.shape)
     fit = TensorModel(gtab).fit(data, mask=mask)
@@ -92,16 +93,17 @@ def _response_mask(gtab, data: np.ndarray, mask: np.ndarray) -> np.ndarray:
         chosen = np.zeros(mask.shape, dtype=bool)
         chosen.flat[flat] = True
         chosen &= mask
-    return chosen
+    return zonal_response(data[chosen][:, shell], gtab.bvecs[shell], fit.evecs[chosen][..., 0], SH_ORDER)
 
 
 def run(inputs: DiffusionInputs, mask: np.ndarray | None, nthreads: int | None) -> DipyOutput:
     """Compute the peaks of ``inputs`` (``mask``: the given brain mask, or None for median_otsu)."""
     require_dipy()
     from dipy.core.gradients import gradient_table
-    from dipy.reconst.csdeconv import ConstrainedSphericalDeconvModel, response_from_mask_ssst
     from dipy.segment.mask import median_otsu
     import nibabel as nib
+
+    from runtime.diffusion.csd_fit import CSD
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -129,21 +131,22 @@ def run(inputs: DiffusionInputs, mask: np.ndarray | None, nthreads: int | None) 
     timings["mask"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    shell = ~gtab.b0s_mask
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        response, _ = response_from_mask_ssst(gtab, data, _response_mask(gtab, data, mask))
-        model = ConstrainedSphericalDeconvModel(gtab, response, sh_order_max=SH_ORDER)
+        response = single_fibre_response(gtab, data, mask, shell)
+    csd = CSD.build(gtab.bvecs[shell], response, SH_ORDER)
     timings["response"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    signals = data[mask].astype(float)
+    signals = data[mask][:, shell].astype(float)
     chunks = [signals[i:i + CHUNK_VOXELS] for i in range(0, len(signals), CHUNK_VOXELS)]
     workers = max(1, min(nthreads if nthreads and nthreads > 0 else len(os.sched_getaffinity(0)), len(chunks)))
     if workers == 1:
-        _init_worker(model)
+        _init_worker(csd)
         parts = [_fit_chunk(c) for c in chunks]
     else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(model,)) as pool:
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(csd,)) as pool:
             parts = list(pool.map(_fit_chunk, chunks))
     peaks = np.full((*mask.shape, 9), np.nan, dtype=np.float32)
     if parts:
