@@ -224,3 +224,14 @@ def test_submit_window_bounds_what_is_in_flight():
             seen.append(subject.id)
     assert sorted(seen) == [s.id for s in subjects]
     assert 3 <= most <= 5  # unfinished when a subject is submitted; all 40 at once would give ~40
+
+
+def test_default_workers_budget_memory_per_subject_kind():
+    """Workers are capped by memory: 2.5 GB a peaks subject, 5.0 GB a raw-DWI one (HCP size measured 1.9 GB and
+    3.7 GB peak RSS); never fewer than one, never more than cores // threads."""
+    from runtime.cohort.engine import default_workers
+
+    assert default_workers(16, 12.0, 1) == 4
+    assert default_workers(16, 12.0, 1, raw_diffusion=True) == 2
+    assert default_workers(16, 3.0, 1, raw_diffusion=True) == 1
+    assert default_workers(4, None, 2, raw_diffusion=True) == 2

@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace, options: RunOptions, subjects: list, outroot:
         table.flush()
     memory = available_memory_bytes()
     workers = args.workers if args.workers is not None else default_workers(
-        available_cores(), memory / 2**30 if memory else None, args.threads_per_worker)
+        available_cores(), memory / 2**30 if memory else None, args.threads_per_worker, options.raw_diffusion_input)
     workers = min(workers, len(todo)) if args.scheduler is None else workers
     log.info("%d subject(s): %d done earlier, %d to run on %s", len(subjects), len(subjects) - len(todo), len(todo),
              args.scheduler or (f"{workers} worker(s) x {args.threads_per_worker} thread(s)" if workers

@@ -28,6 +28,9 @@ from runtime.options import RunOptions
 
 DASK_MISSING = "runtime.cohort needs Dask for worker processes: pip install 'tractseg-aot[cohort]' (or --workers 0)"
 WORKER_MEMORY_GB = 2.5  # peak RSS of one worker, 72 bundles, HCP size (measured 1.87-1.91 GB) plus margin
+# the same from a raw DWI (--raw_diffusion_input): HCP-size single-shell series (146x174x146x108), peaks then
+# segmentation, measured 3.70 GB with the mrtrix engine and 3.18 GB with dipy (benchmarks/README.md), plus margin
+WORKER_MEMORY_RAW_GB = 5.0
 IN_FLIGHT_PER_WORKER, IN_FLIGHT_MIN = 4, 64  # subjects submitted ahead of the workers (submit_window)
 ALLOWED_FAILURES = 2  # a subject whose worker died this many times more is reported failed
 # Dask's own housekeeping, slowed for subjects that run minutes: by default the event-loop health check wakes
@@ -52,11 +55,14 @@ def default_threads(cores: int) -> int:
     return max(1, min(cores, 8))
 
 
-def default_workers(cores: int, memory_gb: float | None, threads_per_worker: int = 1) -> int:
-    """Workers for this host: cores // threads, at least 1, at most what memory holds."""
+def default_workers(cores: int, memory_gb: float | None, threads_per_worker: int = 1,
+                    raw_diffusion: bool = False) -> int:
+    """Workers for this host: cores // threads, at least 1, at most what memory holds (a raw-DWI subject needs
+    more: :data:`WORKER_MEMORY_RAW_GB`)."""
     workers = max(1, cores // max(1, threads_per_worker))
     if memory_gb is not None:
-        workers = max(1, min(workers, math.floor(memory_gb / WORKER_MEMORY_GB)))
+        per_worker = WORKER_MEMORY_RAW_GB if raw_diffusion else WORKER_MEMORY_GB
+        workers = max(1, min(workers, math.floor(memory_gb / per_worker)))
     return workers
 
 
