@@ -13,8 +13,6 @@ copy.
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 DOT_THRESHOLD = 0.99  # sh2peaks.cpp
@@ -24,21 +22,49 @@ STEP_RAD = 0.01
 
 
 class SHEvaluator:
-    """FOD amplitudes of dipy ``descoteaux07`` (legacy) coefficients at arbitrary unit directions."""
+    """FOD amplitudes of dipy ``descoteaux07`` (legacy) coefficients at arbitrary unit directions.
+
+    The basis is evaluated here with the associated-Legendre recurrences in numpy, not with dipy's
+    ``real_sh_descoteaux_from_index`` (SciPy's ``sph_harm_y`` took 80% of the peak search's time); the two are
+    equal to rounding (``tests/test_diffusion.py::test_sh_basis_equals_dipys``). Column j is degree l_j, order m_j
+    (dipy's ``sph_harm_ind_list`` order): N P_l^|m|(cos theta) times 1 (m = 0), sqrt(2) cos(|m| phi) (m < 0: the legacy
+    basis takes Re Y_l^|m|) or sqrt(2) sin(m phi) (m > 0), with the Condon-Shortley phase in P as in SciPy."""
 
     def __init__(self, sh_order_max: int) -> None:
         from dipy.reconst.shm import sph_harm_ind_list
 
         self.m, self.l = sph_harm_ind_list(sh_order_max)
+        self.lmax = int(sh_order_max)
+        k = np.abs(self.m)
+        log_ratio = np.array([np.sum(np.log(np.arange(l - a + 1, l + a + 1))) for l, a in zip(self.l, k)])
+        self.norm = np.sqrt((2 * self.l + 1) / (4 * np.pi) * np.exp(-log_ratio)) * np.where(self.m == 0, 1.0,
+                                                                                                  np.sqrt(2))
+
+    def _legendre(self, x: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+        """P_l^m(x) for 0 <= m <= l <= lmax, Condon-Shortley phase included."""
+        s = np.sqrt(np.clip(1.0 - x * x, 0.0, None))
+        p: dict[tuple[int, int], np.ndarray] = {}
+        diagonal = np.ones_like(x)
+        for m in range(self.lmax + 1):
+            if m:
+                diagonal = -(2 * m - 1) * s * diagonal
+            p[(m, m)] = diagonal
+            if m < self.lmax:
+                p[(m + 1, m)] = (2 * m + 1) * x * diagonal
+            for l in range(m + 2, self.lmax + 1):
+                p[(l, m)] = ((2 * l - 1) * x * p[(l - 1, m)] - (l + m - 1) * p[(l - 2, m)]) / (l - m)
+        return p
 
     def basis(self, directions: np.ndarray) -> np.ndarray:
-        from dipy.core.geometry import cart2sphere
-        from dipy.reconst.shm import real_sh_descoteaux_from_index
-
-        _, theta, phi = cart2sphere(directions[:, 0], directions[:, 1], directions[:, 2])
-        with warnings.catch_warnings():  # the legacy basis is the one dipy's CSD model fits in
-            warnings.simplefilter("ignore", PendingDeprecationWarning)
-            return real_sh_descoteaux_from_index(self.m, self.l, theta[:, None], phi[:, None])
+        d = np.asarray(directions, dtype=float)
+        d = d / np.linalg.norm(d, axis=1, keepdims=True)
+        p = self._legendre(np.clip(d[:, 2], -1.0, 1.0))
+        phi = np.arctan2(d[:, 1], d[:, 0])
+        columns = []
+        for l, m in zip(self.l, self.m):
+            angular = 1.0 if m == 0 else (np.cos(-m * phi) if m < 0 else np.sin(m * phi))
+            columns.append(p[(int(l), abs(int(m)))] * angular)
+        return np.stack(columns, axis=1) * self.norm[None, :]
 
     def amplitude(self, coeffs: np.ndarray, directions: np.ndarray) -> np.ndarray:
         """One amplitude per row: coeffs (K, C), directions (K, 3)."""
