@@ -145,9 +145,9 @@ def test_csd_fit_reproduces_dwi2fod(mrtrix_result, phantom):
     per-l power of the coefficients (basis-independent: MRtrix's and dipy's bases are both orthonormal) and the
     FOD's amplitude on a sphere. The only difference left is the 300 constraint directions (ours: repulsion from a
     fixed seed; MRtrix: its own table), 0.1% of the l-band norms on the 2.5 mm HCP-like DWI: 1% here."""
-    from runtime.diffusion.csd_fit import CSD, sh_basis, sh_degrees
+    from runtime.diffusion.csd_fit import CSD
     from runtime.diffusion.dipy_engine import world_gradients
-    from runtime.diffusion.sh_peaks import search_sphere
+    from runtime.diffusion.sh_peaks import SHEvaluator, search_sphere
 
     folder = mrtrix_result.peaks.parent
     response = np.loadtxt(folder / "response.txt", comments="#", ndmin=2)[-1]
@@ -158,7 +158,8 @@ def test_csd_fit_reproduces_dwi2fod(mrtrix_result, phantom):
     inside = phantom.n_fibres > 0
     ours = CSD.build(gradients, response).fit(np.asarray(image.dataobj, dtype=float)[inside][:, shell])
     theirs = np.asarray(nib.load(folder / "WM_FODs.nii.gz").dataobj, dtype=float)[inside]
-    degrees, start = sh_degrees(8), 0
+    evaluator = SHEvaluator(8)
+    degrees, start = evaluator.l, 0
     for l in range(0, 10, 2):
         size = 2 * l + 1
         band = np.linalg.norm(ours[:, degrees == l], axis=1) / np.linalg.norm(theirs[:, start:start + size], axis=1)
@@ -172,7 +173,7 @@ def test_csd_fit_reproduces_dwi2fod(mrtrix_result, phantom):
     sphere = search_sphere().vertices
     _, theta, phi = cart2sphere(*sphere.T)
     theirs_basis, _, _ = real_sh_tournier(8, theta, phi, legacy=False)
-    a, b = ours @ sh_basis(sphere, 8).T, theirs @ theirs_basis.T
+    a, b = ours @ evaluator.basis(sphere).T, theirs @ theirs_basis.T
     peak_ratio = a.max(axis=1) / b.max(axis=1)
     assert abs(np.median(peak_ratio) - 1.0) <= 0.01, np.percentile(peak_ratio, [5, 50, 95])
     assert np.percentile(np.abs(a - b).max(axis=1) / b.max(axis=1), 95) <= 0.05

@@ -37,19 +37,6 @@ INIT_BANDS = 3  # l = 0, 2, 4
 REPULSION_STEPS = 200  # the potential is then within 0.1% of its value after 5,000 (1.8 s instead of 36 s)
 
 
-def sh_basis(directions: np.ndarray, lmax: int) -> np.ndarray:
-    """(N, n_SH) dipy descoteaux07 (legacy, orthonormal) real SH at unit directions (N, 3)."""
-    from runtime.diffusion.sh_peaks import SHEvaluator
-
-    return SHEvaluator(lmax).basis(np.asarray(directions, dtype=float))
-
-
-def sh_degrees(lmax: int) -> np.ndarray:
-    from dipy.reconst.shm import sph_harm_ind_list
-
-    return sph_harm_ind_list(lmax)[1]
-
-
 @lru_cache(maxsize=1)
 def constraint_directions() -> np.ndarray:
     """300 directions spread by electrostatic repulsion (dipy ``disperse_charges``, fixed seed: reproducible)."""
@@ -91,13 +78,16 @@ class CSD:
         lmax = min(lmax, 2 * (len(response) - 1))
         if lmax < 2:
             raise ValueError("the response has no anisotropic terms")
-        degrees = sh_degrees(lmax)
+        from runtime.diffusion.sh_peaks import SHEvaluator
+
+        evaluator = SHEvaluator(lmax)  # dipy descoteaux07 (legacy, orthonormal)
+        degrees = evaluator.l
         rh = np.zeros(lmax // 2 + 1)
         n = min(len(response), len(rh))
         rh[:n] = response[:n] / np.sqrt((2 * np.arange(0, 2 * n, 2) + 1) / (4 * np.pi))
         if np.any(rh == 0):
             raise ValueError("the response has a zero rotational harmonic up to lmax")
-        basis = sh_basis(gradients, lmax)
+        basis = evaluator.basis(gradients)
         with_ridge = basis.copy()
         k = np.arange(min(basis.shape))
         with_ridge[k, k] += 1e-2
@@ -107,7 +97,7 @@ class CSD:
         gram = forward.T @ forward
         gram += NORM_LAMBDA * NORM_LAMBDA_MULTIPLIER * gram[0, 0] * np.eye(len(degrees))
         directions = constraint_directions()
-        constraint = sh_basis(directions, lmax) * (NEG_LAMBDA * 50.0 * response[0] / len(directions))
+        constraint = evaluator.basis(directions) * (NEG_LAMBDA * 50.0 * response[0] / len(directions))
         return cls(init, forward, gram, constraint)
 
     def fit(self, signals: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ copy.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 DOT_THRESHOLD = 0.99  # sh2peaks.cpp
@@ -26,9 +28,9 @@ class SHEvaluator:
 
     The basis is evaluated here with the associated-Legendre recurrences in numpy, not with dipy's
     ``real_sh_descoteaux_from_index`` (SciPy's ``sph_harm_y`` took 80% of the peak search's time); the two are
-    equal to rounding (``tests/test_diffusion.py::test_sh_basis_equals_dipys``). Column j is degree l_j, order m_j
-    (dipy's ``sph_harm_ind_list`` order): N P_l^|m|(cos theta) times 1 (m = 0), sqrt(2) cos(|m| phi) (m < 0: the legacy
-    basis takes Re Y_l^|m|) or sqrt(2) sin(m phi) (m > 0), with the Condon-Shortley phase in P as in SciPy."""
+    equal to rounding (``tests/test_diffusion.py::test_sh_basis_equals_dipys``). Column j is degree l_j, order
+    m_j (dipy's ``sph_harm_ind_list`` order): N P_l^|m|(cos theta) times 1 (m = 0), sqrt(2) cos(|m| phi) (m < 0:
+    the legacy basis takes Re Y_l^|m|) or sqrt(2) sin(m phi) (m > 0), Condon-Shortley phase in P as in SciPy."""
 
     def __init__(self, sh_order_max: int) -> None:
         from dipy.reconst.shm import sph_harm_ind_list
@@ -37,8 +39,8 @@ class SHEvaluator:
         self.lmax = int(sh_order_max)
         k = np.abs(self.m)
         log_ratio = np.array([np.sum(np.log(np.arange(l - a + 1, l + a + 1))) for l, a in zip(self.l, k)])
-        self.norm = np.sqrt((2 * self.l + 1) / (4 * np.pi) * np.exp(-log_ratio)) * np.where(self.m == 0, 1.0,
-                                                                                                  np.sqrt(2))
+        real_part = np.where(self.m == 0, 1.0, np.sqrt(2))
+        self.norm = np.sqrt((2 * self.l + 1) / (4 * np.pi) * np.exp(-log_ratio)) * real_part
 
     def _legendre(self, x: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
         """P_l^m(x) for 0 <= m <= l <= lmax, Condon-Shortley phase included."""
@@ -71,7 +73,9 @@ class SHEvaluator:
         return np.einsum("kc,kc->k", self.basis(directions), coeffs)
 
 
+@lru_cache(maxsize=1)
 def search_sphere():
+    """The 1,442-vertex search sphere, built once per process (the dipy engine asks for it in every chunk)."""
     from dipy.data import get_sphere
 
     return get_sphere(name="repulsion724").subdivide(n=1)
