@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import REPO, load_average
-from runtime.cohort.records import TABLE_NAME, read_table
+from runtime.cohort.records import TABLE_NAME, read_cohort_table
 
 # Runs a module like `python -m MODULE ARGS` and, at interpreter exit, writes the process's own peak RSS
 # (VmHWM, kB) to the file named by argv[1]. ru_maxrss cannot give the driver's own figure: Linux folds the peak
@@ -103,7 +103,7 @@ def plan(stdout: str) -> dict[str, Any]:
 
 def table_rows(outroot: Path) -> list[dict[str, str]]:
     path = outroot / TABLE_NAME
-    return read_table(path) if path.is_file() else []
+    return read_cohort_table(path) if path.is_file() else []
 
 
 def floats(rows: list[dict[str, str]], field: str) -> list[float]:

@@ -20,7 +20,7 @@ from runtime.network.backends import choose
 from runtime.cohort.engine import default_threads, default_workers
 from runtime.cohort.records import read_done_record
 from runtime.checks.input_checks import available_memory_bytes
-from runtime.checks.preflight import available_cores
+from runtime.host import available_cores
 
 INPUTS = bundles.OUT / "cohort-inputs"
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from runtime.qc.report import package_versions
+from runtime.host import package_versions
 
 REPO = Path(__file__).resolve().parent.parent
 FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512cd", "avx512dq",

@@ -15,7 +15,7 @@ from runtime.network.backends import Backend
 from runtime.models.bundles import model_for
 from runtime.models.manifest import Manifest
 from runtime.pipeline import TractSegPipeline
-from runtime.qc.report import peak_rss_mb
+from runtime.host import peak_rss_mb
 
 
 def make_input(directory: Path, shape: tuple[int, int, int], seed: int) -> Path:

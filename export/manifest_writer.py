@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runtime.models.bundles import Model
 from runtime.io.checksum import sha256_of
-from runtime.qc.report import package_versions as versions_of
+from runtime.host import package_versions as versions_of
 from runtime.models.manifest import (INPUT_NAME, OUTPUT_NAME, PEAK_CHANNELS, Artifact, FileEntry, Manifest, ModelInfo,
                               SelfCheck, TensorSpec, WeightsInfo)
 

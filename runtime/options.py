@@ -1,81 +1,130 @@
-"""What a subject run means, typed: :class:`RunOptions`, built from the command line once (``runtime.cli``) or
-directly by API callers, and passed as it is to :func:`runtime.subject.run_subject`, the study runner's workers
-and the benchmarks. Nothing below the command lines sees an argparse Namespace."""
+"""What a run is asked to do, typed by concern: each a small frozen value, composed by the callers that need it.
+
+* :class:`BackendOptions`: how the network runs (``--backend``, ``--device``, ``--precision``, ...).
+* :class:`SaveOptions`: what is written, in upstream's layout (``--single_output_file``, ...).
+* :class:`QCOptions`: the extras beside the outputs (``--statistics``, ``--preview``).
+* :class:`RawInputOptions`: a DWI series as input, its peaks made first (``--raw_diffusion_input``, ...).
+* :class:`RunOptions`: one subject's run, the four above plus the model and its bundle, ``force`` and ``quiet``.
+
+The chain (:class:`runtime.chain.ChainOptions`) and the study runner (:class:`runtime.cohort.StudyOptions`)
+compose these too; no type holds a field that one of its callers must refuse. Command lines build them once
+(:mod:`runtime.cli.options`); nothing below the command lines sees an argparse Namespace.
+"""
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runtime.io.nifti_io import output_paths
+from runtime.io.nifti_io import PEAKS_FILE, PREVIEW_FILE, STATISTICS_FILE, output_paths
 from runtime.models.bundles import Model, model_for
-from runtime.outputs.segmentation import SaveOptions
 
-if TYPE_CHECKING:
-    from runtime.pipeline import TractSegPipeline
+PEAKS_ENGINES = ("auto", "mrtrix", "dipy")
+CSD_TYPES = ("csd", "csd_msmt", "csd_msmt_5tt")
 
-STATISTICS_FILE = "statistics.json"
-PREVIEW_FILE = "preview.png"
+
+class _Replace:
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """Upstream TractSeg's flags and the runtime's own, as one value (the CLI flag of each field in brackets).
+class BackendOptions(_Replace):
+    """How the network runs: ``backend``, ``device``, ``precision``, ``self_check`` [--no-self-check],
+    ``threads`` [--nr_cpus; None: the backend's default]."""
 
-    Which bundle and backend: ``artifacts`` [--artifacts], ``output_type``, ``tract_definition``, ``backend``,
-    ``device``, ``precision``, ``self_check`` [--no-self-check], ``threads`` [--nr_cpus; None: the backend's
-    default]. What is written: ``single_output_file``, ``get_probabilities``, ``postprocess``
-    [--no_postprocess], ``statistics``, ``preview``; ``force`` replaces existing outputs; ``quiet``: no progress
-    bars. TOM: ``tract_segmentations_path`` [--tract_segmentations_path], the bundle masks' folder (None: upstream's
-    default, ``<output>/bundle_segmentations``)."""
-
-    artifacts: str | None = None
-    output_type: str = "tract_segmentation"
-    tract_definition: str = "TractQuerier+"
-    single_output_file: bool = False
-    get_probabilities: bool = False
-    postprocess: bool = True
     backend: str = "auto"
     device: str = "auto"
     precision: str = "fp32"
     self_check: bool = True
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be None or >= 1, not {self.threads}")
+
+
+@dataclass(frozen=True)
+class SaveOptions(_Replace):
+    """What is written (upstream's CLI options): ``single_file`` [--single_output_file], ``probabilities``
+    [--get_probabilities], ``postprocess`` [not --no_postprocess], ``rescale_dm`` [--rescale_dm: dm_regression's
+    values min-max scaled over the whole output]."""
+
+    single_file: bool = False
+    probabilities: bool = False
+    postprocess: bool = True
+    rescale_dm: bool = False
+
+
+@dataclass(frozen=True)
+class QCOptions(_Replace):
+    """The extras written beside a mask output: ``statistics.json`` and ``preview.png``."""
+
     statistics: bool = False
     preview: bool = False
-    force: bool = False
-    quiet: bool = False
-    tract_segmentations_path: str | None = None
-    raw_diffusion_input: bool = False  # the input is a DWI series: peaks first (runtime.raw_input)
-    bvals: str | None = None  # default: <DWI name>.bvals beside it (upstream's)
+
+
+@dataclass(frozen=True)
+class RawInputOptions(_Replace):
+    """The input is a DWI series (upstream's ``--raw_diffusion_input``): its peaks are made first.
+    ``bvals`` / ``bvecs`` default to ``<DWI name>.bvals`` / ``.bvecs`` beside it; ``brain_mask`` to
+    ``nodif_brain_mask.nii.gz`` beside it, else the engine makes one."""
+
+    bvals: str | None = None
     bvecs: str | None = None
-    brain_mask: str | None = None  # default: nodif_brain_mask.nii.gz beside the DWI, else the engine makes one
+    brain_mask: str | None = None
     csd_type: str = "csd"
     keep_intermediate_files: bool = False
     peaks_engine: str = "auto"  # auto | mrtrix | dipy
-    rescale_dm: bool = False  # dm_regression: upstream's min-max scaling of the whole output (to [0, 1])
+
+    def __post_init__(self) -> None:
+        if self.peaks_engine not in PEAKS_ENGINES:
+            raise ValueError(f"--peaks-engine {self.peaks_engine!r}: expected auto, mrtrix or dipy")
+        if self.csd_type not in CSD_TYPES:
+            raise ValueError(f"--csd_type {self.csd_type!r}: expected one of {', '.join(CSD_TYPES)}")
+
+    def record(self) -> dict[str, Any]:
+        """What shapes the peaks (the done-records compare it: other peak settings redo the subject)."""
+        return {"peaks_engine": self.peaks_engine, "csd_type": self.csd_type,
+                **{k: str(Path(v).resolve()) if v else None
+                   for k, v in (("bvals", self.bvals), ("bvecs", self.bvecs), ("brain_mask", self.brain_mask))}}
+
+
+@dataclass(frozen=True)
+class RunOptions(_Replace):
+    """One subject's run: the model (``output_type``, ``tract_definition``) and its bundle (``artifacts``
+    [--artifacts]; None: ``$TRACTSEG_AOT_ARTIFACTS``, else the per-user cache), how the network runs (``backend``),
+    what is written (``save``, ``qc``), a raw DWI input (``raw``; None: the input is peaks), TOM's bundle masks
+    (``tract_segmentations_path``; None: upstream's ``<output>/bundle_segmentations``), ``force`` (replace
+    existing outputs) and ``quiet`` (no progress bars or info lines)."""
+
+    output_type: str = "tract_segmentation"
+    tract_definition: str = "TractQuerier+"
+    artifacts: str | None = None
+    backend: BackendOptions = BackendOptions()
+    save: SaveOptions = SaveOptions()
+    qc: QCOptions = QCOptions()
+    raw: RawInputOptions | None = None
+    tract_segmentations_path: str | None = None
+    force: bool = False
+    quiet: bool = False
 
     def __post_init__(self) -> None:
         model_for(self.output_type, self.tract_definition)  # ValueError naming what is supported
         for problem in self.problems():
             raise ValueError(problem)
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be None or >= 1, not {self.threads}")
 
     def problems(self) -> list[str]:
         """Option combinations that upstream refuses or that make no sense for the output type."""
         found = []
-        if self.output_type == "TOM" and self.single_output_file:
+        if self.output_type == "TOM" and self.save.single_file:
             found.append("--single_output_file is not supported for TOM (upstream's CLI writes bundle_TOMs.nii.gz "
                          "once per part, each replacing the last)")
-        if self.output_type in ("TOM", "dm_regression") and (self.statistics or self.preview):
+        if self.output_type in ("TOM", "dm_regression") and (self.qc.statistics or self.qc.preview):
             found.append(f"--statistics / --preview are for mask outputs, not --output_type {self.output_type}")
-        if not self.raw_diffusion_input and any(v is not None for v in (self.bvals, self.bvecs, self.brain_mask)):
-            found.append("--bvals / --bvecs / --brain_mask are for --raw_diffusion_input")
-        if self.peaks_engine not in ("auto", "mrtrix", "dipy"):
-            found.append(f"--peaks-engine {self.peaks_engine!r}: expected auto, mrtrix or dipy")
-        if self.rescale_dm and self.output_type != "dm_regression":
+        if self.save.rescale_dm and self.output_type != "dm_regression":
             found.append("--rescale_dm is only used with --output_type dm_regression")
         if self.tract_segmentations_path is not None and self.output_type != "TOM":
             found.append("--tract_segmentations_path is only used with --output_type TOM")
@@ -85,48 +134,34 @@ class RunOptions:
     def model(self) -> Model:
         return model_for(self.output_type, self.tract_definition)
 
-    @property
-    def save(self) -> SaveOptions:
-        return SaveOptions(single_file=self.single_output_file, probabilities=self.get_probabilities,
-                           postprocess=self.postprocess, rescale_dm=self.rescale_dm)
-
-    def replace(self, **changes: Any) -> RunOptions:
-        return dataclasses.replace(self, **changes)
+    def pipeline_key(self) -> tuple:
+        """What selects an opened pipeline (a process keeps one per key): the model, its bundle, the backend."""
+        return (self.output_type, self.tract_definition, self.artifacts, self.backend)
 
     def output_record(self) -> dict[str, Any]:
         """The options that shape a subject's outputs: written into the run report's ``request``, and compared
         by the study runner's done-records (a rerun with other values redoes the subject)."""
         return {"output_type": self.output_type, "tract_definition": self.tract_definition,
-                "single_output_file": self.single_output_file, "get_probabilities": self.get_probabilities,
-                "postprocess": self.postprocess, "statistics": self.statistics, "preview": self.preview,
-                "precision": self.precision,
+                "single_output_file": self.save.single_file, "get_probabilities": self.save.probabilities,
+                "postprocess": self.save.postprocess, "statistics": self.qc.statistics, "preview": self.qc.preview,
+                "precision": self.backend.precision,
                 **({"tract_segmentations_path": self.tract_segmentations_path} if self.output_type == "TOM" else {}),
-                **({"rescale_dm": self.rescale_dm} if self.output_type == "dm_regression" else {})}
-
-    def pipeline_key(self) -> tuple:
-        """What selects an opened pipeline (a process keeps one per key)."""
-        return (self.artifacts, self.output_type, self.tract_definition, self.backend, self.device, self.threads,
-                self.precision, self.self_check)
-
-    def open_pipeline(self, warn_demo: bool = True) -> TractSegPipeline:
-        from runtime.pipeline import TractSegPipeline
-
-        return TractSegPipeline.open(self.artifacts, self.output_type, self.tract_definition, self.backend,
-                                     self.device, self.threads, self.precision, self.self_check, warn_demo)
+                **({"rescale_dm": self.save.rescale_dm} if self.output_type == "dm_regression" else {}),
+                **({"raw_diffusion_input": self.raw.record()} if self.raw is not None else {})}
 
     def output_files(self, outdir: str | os.PathLike[str]) -> list[Path]:
         """Every file a run writes under ``outdir``: upstream's layout, then statistics.json / preview.png, and
         peaks.nii.gz for a raw diffusion input (an engine's brain mask and intermediates join at run time)."""
         root = Path(outdir)
         model = self.model
-        files = output_paths(model.task, model.bundles, self.single_output_file, self.get_probabilities, root)
-        return files + [root / name for name, on in ((STATISTICS_FILE, self.statistics),
-                                                     (PREVIEW_FILE, self.preview),
-                                                     ("peaks.nii.gz", self.raw_diffusion_input)) if on]
+        files = output_paths(model.task, model.bundles, self.save.single_file, self.save.probabilities, root)
+        return files + [root / name for name, on in ((STATISTICS_FILE, self.qc.statistics),
+                                                     (PREVIEW_FILE, self.qc.preview),
+                                                     (PEAKS_FILE, self.raw is not None)) if on]
 
     def other_layout_files(self, outdir: str | os.PathLike[str]) -> list[Path]:
         """The outputs of the *other* ``single_output_file`` choice: a run that switches layout removes them, so a
         folder never holds both (upstream leaves the old ones)."""
         model = self.model
-        return output_paths(model.task, model.bundles, not self.single_output_file, self.get_probabilities,
+        return output_paths(model.task, model.bundles, not self.save.single_file, self.save.probabilities,
                             Path(outdir))

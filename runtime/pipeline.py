@@ -5,6 +5,7 @@
     seg = pipeline.predict("sub-01/peaks.nii.gz")                       # a path, a nibabel image or (array, affine)
     seg.probabilities.shape                                             # (72, X, Y, Z) float32 on the input grid
     seg.save("sub-01/tractseg_output")                                  # upstream's layout, all or nothing
+    report = pipeline.segment("sub-01/peaks.nii.gz", "sub-01/tractseg_output")  # = the command line's run
 
 ``predict`` is upstream TractSeg's inference path (``bin/TractSeg``): flip to MNI signs -> crop -> pad + zoom to
 the cube -> x/y/z slices through the backend -> mean of the three probability volumes. The thresholds,
@@ -20,45 +21,30 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import nibabel as nib
 import numpy as np
 
-from runtime.network.backends import Backend, choose, open_backend
+from runtime.checks.input_checks import check_cube_aspect
+from runtime.checks.preflight import cap_threads, find_manifest, warn_if_demo
+from runtime.errors import BackendError, one_line
+from runtime.io.geometry import BBox, crop_to_nonzero, cube_box_read_back, flip, mni_flip_axes, pad_and_zoom_to_cube
+from runtime.io.peaks_input import PeaksInput, ReadPeaks, read_peaks
 from runtime.models.bundles import Model, model_for
-from runtime.errors import BackendError, InputError, one_line
-from runtime.io.geometry import (BBox, crop_to_nonzero, cube_box_read_back, flip, mni_flip_axes,
-                                 pad_and_zoom_to_cube)
-from runtime.checks.input_checks import check_cube_aspect, check_layout, check_values, warn_if_oblique
 from runtime.models.manifest import Artifact, Manifest
-from runtime.io.nifti_io import load_peaks
+from runtime.network.backends import Backend, choose, open_backend
 from runtime.network.precision import check_host
 from runtime.network.precision import self_check as run_self_check
-from runtime.network.predict import fused_probabilities
-from runtime.checks.preflight import cap_threads, open_manifest, resolve_bundle_dir
+from runtime.network.predict import SliceStats, fused_probabilities
+from runtime.options import BackendOptions, RunOptions
 from runtime.outputs.postprocess import BUNDLE_SPECIFIC_RULES
 from runtime.outputs.segmentation import Placement, Segmentation
-from runtime.network.predict import SliceStats
+from runtime.qc.run_report import artifact_record, backend_record
+from runtime.runner import RunReport, segment_subject
 from runtime.tom import TOMResult
 
-if TYPE_CHECKING:
-    from runtime.options import RunOptions
-    from runtime.subject import RunReport
-
 log = logging.getLogger("tractseg_aot")
-PeaksInput = str | os.PathLike[str] | nib.Nifti1Pair | tuple[np.ndarray, np.ndarray]
-
-
-@dataclass(frozen=True)
-class ReadPeaks:
-    """A checked peak image in memory: float32 (X, Y, Z, 9), NaN set to 0, its affine and where it came from."""
-
-    data: np.ndarray
-    affine: np.ndarray
-    source: str
 
 
 class TractSegPipeline:
@@ -85,10 +71,9 @@ class TractSegPipeline:
         ``precision``: fp32 (exact, default), bf16, int8 or fp16, as the bundle offers and the host can run."""
         started = time.perf_counter()
         model = model_for(output_type, tract_definition)
-        manifest = open_manifest(resolve_bundle_dir(artifacts, model), model)
-        if manifest.demo_weights and warn_demo:
-            log.warning("demo weights, not anatomical (%s): the outputs are not tract segmentations",
-                        manifest.weights.source)
+        manifest = find_manifest(artifacts, model)
+        if warn_demo:
+            warn_if_demo(manifest)
         threads = cap_threads(threads)
         first = manifest.parts[0] if manifest.parts else manifest
         try:
@@ -104,6 +89,13 @@ class TractSegPipeline:
         pipeline._load(0)
         pipeline.open_seconds = round(time.perf_counter() - started, 3)
         return pipeline
+
+    @classmethod
+    def open_with(cls, options: RunOptions, warn_demo: bool = True) -> TractSegPipeline:
+        """:meth:`open` for a run's options (its model, bundle and :class:`runtime.options.BackendOptions`)."""
+        b: BackendOptions = options.backend
+        return cls.open(options.artifacts, options.output_type, options.tract_definition, b.backend, b.device, b.threads,
+                        b.precision, b.self_check, warn_demo)
 
     def _load(self, part: int) -> None:
         """Load the bundle's model (TOM: part ``part``), releasing the one loaded before; self-check it."""
@@ -148,7 +140,7 @@ class TractSegPipeline:
 
     def read(self, peaks: PeaksInput | ReadPeaks) -> ReadPeaks:
         """The input in memory with every input check made (see :mod:`runtime.checks.input_checks`)."""
-        return read_peaks(peaks, self.manifest.slice_size, largest_part(self.model).n_classes)
+        return read_peaks(peaks, self.manifest.slice_size, self.model.largest_part.n_classes)
 
     @property
     def slices_per_subject(self) -> int:
@@ -164,15 +156,18 @@ class TractSegPipeline:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         given = self.read(peaks)
-        data, affine, source = given.data, given.affine, given.source
-        del given, peaks  # a caller that kept no reference (runtime.subject.run_subject): freed after the cube
+        data, affine, source, bbox = given.data, given.affine, given.source, given.bbox
+        del given, peaks  # a caller that kept no reference (runtime.runner.run_subject): freed after the cube
         timings["load"] = round(time.perf_counter() - t0, 3)
 
         t0 = time.perf_counter()
         shape = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
         axes = mni_flip_axes(affine)
-        cropped, bbox = crop_to_nonzero(flip(data, axes))
-        check_cube_aspect(source, cropped.shape)
+        if bbox is None:  # not checked by the runner (runtime.io.peaks_input.check_aspect) yet
+            cropped, bbox = crop_to_nonzero(flip(data, axes))
+            check_cube_aspect(source, cropped.shape)
+        else:
+            cropped = flip(data, axes)[tuple(slice(a, b) for a, b in bbox)]
         cube, transform = pad_and_zoom_to_cube(cropped, self.manifest.slice_size)
         del data, cropped
         timings["preprocess"] = round(time.perf_counter() - t0, 3)
@@ -201,63 +196,20 @@ class TractSegPipeline:
 
     def segment(self, peaks: PeaksInput, outdir: str | os.PathLike[str], options: RunOptions | None = None,
                 subject: str | None = None, report: str | os.PathLike[str] | None = None) -> RunReport:
-        """One subject to files, exactly as ``python -m runtime.run`` writes them (:mod:`runtime.subject`):
-        every check first, then predict, stage and commit all or nothing. ``options`` (a
-        :class:`runtime.options.RunOptions`) must name this pipeline's model; default: upstream's CLI
-        defaults for it."""
-        from runtime.options import RunOptions
-        from runtime.subject import check_subject, run_subject
-
+        """One subject to files, exactly as ``python -m runtime.run`` writes them: the subject runner
+        (:func:`runtime.runner.segment_subject`) with this pipeline. ``options`` (a
+        :class:`runtime.options.RunOptions`) must name this pipeline's model; default: upstream's CLI defaults
+        for it."""
         options = options or RunOptions(output_type=self.model.task, tract_definition=self.model.tract_definition,
                                         quiet=True)
         if options.model != self.model:
             raise ValueError(f"options ask for {options.model.name}, this pipeline runs {self.model.name}")
-        return run_subject(self, check_subject(peaks, outdir, options, self.manifest, report), options, subject)
+        return segment_subject(peaks, outdir, options, lambda: self, self.manifest, report, subject)
 
     def record(self) -> dict[str, Any]:
         """What ran: the bundle, the verified artifact and the backend (for reports)."""
-        from runtime.qc.report import artifact_record, backend_record
-
         return {"model": self.model.name,
                 "artifact": artifact_record(self.manifest, self.artifact) if self.artifact else None,
                 "backend": backend_record(self.backend, self.manifest.batch_size, self.threads),
                 "precision": self.artifact.precision if self.artifact else "fp32", "self_check": self.self_check}
 
-
-def largest_part(model: Model) -> Model:
-    """The model whose outputs are held at once (TOM: its largest part), for the input's memory estimate."""
-    return max(model.parts, key=lambda m: m.n_classes) if model.parts else model
-
-
-def read_peaks(peaks: PeaksInput | ReadPeaks, size: int = 144, classes: int = 72) -> ReadPeaks:
-    """The input in memory with every input check made (see :mod:`runtime.checks.input_checks`), for a run with cube
-    edge ``size`` and ``classes`` outputs (they enter the memory estimate)."""
-    if isinstance(peaks, ReadPeaks):
-        return peaks
-    if isinstance(peaks, (str, os.PathLike)):
-        if not str(peaks):
-            raise InputError("peaks: empty path")
-        data, affine = load_peaks(peaks, size, classes)
-        return ReadPeaks(data, affine, str(peaks))
-    if isinstance(peaks, (nib.Nifti1Pair, nib.Nifti2Pair)):
-        name = peaks.get_filename() or "<nibabel image>"
-        warn_if_oblique(name, check_layout(name, tuple(peaks.shape), np.dtype(peaks.get_data_dtype()), peaks.affine))
-        data = np.array(peaks.get_fdata(dtype=np.float32, caching="unchanged"))  # a copy: NaN -> 0 below
-        affine = np.asarray(peaks.affine, np.float64)
-    elif isinstance(peaks, tuple) and len(peaks) == 2:
-        name = "<array>"
-        data = np.asarray(peaks[0])
-        try:
-            affine = np.asarray(peaks[1], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{name}: the affine must be a 4x4 array of numbers, not {type(peaks[1]).__name__} "
-                             f"{str(peaks[1])[:40]!r}") from None
-        if affine.shape != (4, 4):
-            raise InputError(f"{name}: the affine must be 4x4, not {affine.shape}")
-        warn_if_oblique(name, check_layout(name, tuple(data.shape), data.dtype, affine))
-        data = data.astype(np.float32)  # a copy: the caller's array is never changed
-    else:
-        raise TypeError(f"peaks must be a path, a nibabel image or (array, affine), not {type(peaks).__name__}")
-    np.nan_to_num(data, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
-    check_values(name, data)
-    return ReadPeaks(data, affine, name)

@@ -47,9 +47,9 @@ def good(tmp_path) -> Path:
 @pytest.fixture()
 def no_network(monkeypatch):
     """The backend must not even be opened: a check that fires later is a failure (exit 3, internal error)."""
-    from runtime.options import RunOptions
+    from runtime.pipeline import TractSegPipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError("the backend was opened: the check did not come before the network")
 
-    monkeypatch.setattr(RunOptions, "open_pipeline", refuse)
+    monkeypatch.setattr(TractSegPipeline, "open", refuse)

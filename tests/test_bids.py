@@ -170,10 +170,9 @@ def test_cli_plan_and_errors(dataset, tmp_path):
     assert not out.exists()
 
 
-def test_main_hands_the_plan_to_a_runner(dataset, tmp_path):
-    from runtime.bids.__main__ import main
+def test_plan_is_a_library_call(dataset, tmp_path):
+    from runtime.bids.app import plan
 
-    seen: list[list[BidsDwi]] = []
-    assert main([str(dataset), str(tmp_path / "o"), "participant", "--participant_label", "01"],
-                run=lambda series, args: seen.append(series) or 7) == 7
-    assert [d.name for d in seen[0]] == ["sub-01_run-1", "sub-01_run-2"]
+    series: list[BidsDwi] = plan(dataset, tmp_path / "o", ["sub-01"])  # a label with or without sub-
+    assert [d.name for d in series] == ["sub-01_run-1", "sub-01_run-2"]
+    assert [d.name for d in plan(dataset, tmp_path / "o", ["01"])] == ["sub-01_run-1", "sub-01_run-2"]

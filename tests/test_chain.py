@@ -146,7 +146,7 @@ def test_study_table_equals_the_subjects_csvs_and_rerun_resumes(root, tmp_path, 
 def test_report_flags_a_far_profile(tmp_path):
     """Eight subjects' CSVs (real files, the chain's layout): one profile shifted far from the others is flagged,
     an all-zero profile (upstream's < 5 streamlines) counts as missing."""
-    from runtime.qc.study_report import write_study_report
+    from runtime.cohort.report import write_study_report
     from runtime.tractometry.table import TractometryTable
 
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import pytest
 
 from runtime.io.checksum import sha256_of
 from runtime.cohort.records import (DONE_NAME, ROW_FIELDS, CohortTable, InputIdentity, done_record, is_done,
-                                    merge_tables, read_done_record, read_table, remove_done_record,
+                                    merge_tables, read_done_record, read_cohort_table, remove_done_record,
                                     table_name, write_done_record)
 
 BUNDLE = "tract_segmentation-0123abcd"
@@ -135,10 +135,10 @@ def test_table_writes_are_throttled(tmp_path: Path) -> None:
     with open(path, newline="") as stream:
         assert list(csv.reader(stream)) == [list(ROW_FIELDS), ["sub-02", "", "done", "", "1.5", "", "", "", ""]]
     table.update({"subject": "sub-01", "status": "failed", "error": "x.nii.gz: not 4D, 9"})
-    assert table.writes == 1 and [row["subject"] for row in read_table(path)] == ["sub-02"]
+    assert table.writes == 1 and [row["subject"] for row in read_cohort_table(path)] == ["sub-02"]
     table.flush()
     assert table.writes == 2
-    assert read_table(path) == [
+    assert read_cohort_table(path) == [
         {**dict.fromkeys(ROW_FIELDS, ""), "subject": "sub-01", "status": "failed", "error": "x.nii.gz: not 4D, 9"},
         {**dict.fromkeys(ROW_FIELDS, ""), "subject": "sub-02", "status": "done", "seconds": "1.5"},
     ]
@@ -151,7 +151,7 @@ def test_table_without_throttle_writes_every_update(tmp_path: Path) -> None:
     table = CohortTable(path, min_interval_s=0)
     table.update({"subject": "a", "status": "running"})
     table.update({"subject": "a", "status": "done"})  # replaces the row
-    assert table.writes == 2 and read_table(path)[0]["status"] == "done" and len(read_table(path)) == 1
+    assert table.writes == 2 and read_cohort_table(path)[0]["status"] == "done" and len(read_cohort_table(path)) == 1
 
 
 def test_table_rejects_bad_rows(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_table_rejects_bad_rows(tmp_path: Path) -> None:
         table.update({"status": "done"})
     assert not (tmp_path / "cohort.csv").exists()
     table.flush()
-    assert read_table(tmp_path / "cohort.csv") == []
+    assert read_cohort_table(tmp_path / "cohort.csv") == []
 
 
 def test_table_names() -> None:
@@ -190,11 +190,11 @@ def test_merge_part_tables(tmp_path: Path) -> None:
 
 def test_read_table_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"absent\.csv: cannot read cohort table"):
-        read_table(tmp_path / "absent.csv")
+        read_cohort_table(tmp_path / "absent.csv")
     bad = tmp_path / "bad.csv"
     bad.write_text("name,status\nx,done\n")
     with pytest.raises(ValueError, match=r"bad\.csv: not a cohort table"):
-        read_table(bad)
+        read_cohort_table(bad)
     bad.write_bytes(b"subject\n\xff\n")
     with pytest.raises(ValueError, match=r"bad\.csv: malformed cohort table"):
-        read_table(bad)
+        read_cohort_table(bad)

@@ -1,4 +1,4 @@
-"""runtime.qc.study_report on a fake cohort OUTROOT: the CSV read back with csv, the HTML with html.parser and in a
+"""runtime.cohort.report on a fake cohort OUTROOT: the CSV read back with csv, the HTML with html.parser and in a
 real headless browser (Debian's chromium; those tests skip only when no chromium binary exists)."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from runtime.qc.statistics import bundle_statistics, masks_meta, statistics_document, write_statistics
-from runtime.qc.study_report import OUTLIER_Z, robust_z, rows_from_disk, write_study_report
+from runtime.cohort.outliers import OUTLIER_Z, robust_z
+from runtime.cohort.report import rows_from_disk, write_study_report
 
 SHAPE = (20, 24, 18)
 AFFINE = np.diag([-1.5, 1.5, 2.0, 1.0])

@@ -34,7 +34,7 @@ def derivative_links(series: BidsDwi, subject_dir: Path, output_dir: Path, optio
         if path.parent.name == "endings_segmentations":
             name = ending_name(series.name, region)
         else:
-            name = (probseg_name if options.get_probabilities else mask_name)(series.name, region)
+            name = (probseg_name if options.save.probabilities else mask_name)(series.name, region)
         temporary = folder / f".{name}.{secrets.token_hex(4)}"
         os.link(path, temporary)
         os.replace(temporary, folder / name)

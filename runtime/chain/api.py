@@ -4,7 +4,7 @@ tractometry), each step being the existing function its own command runs:
 
 | step                    | runs                                                                          |
 |-------------------------|-------------------------------------------------------------------------------|
-| the three networks      | :func:`runtime.subject.check_subject` + :func:`runtime.subject.run_subject`   |
+| the three networks      | :func:`runtime.runner.read_subject` + :func:`runtime.runner.run_subject`      |
 | tracking                | :func:`runtime.tracking.api.track_output_folder`                              |
 | tractometry             | :func:`runtime.tractometry.table.tractometry` -> ``TractometryTable.write_csv`` |
 
@@ -25,15 +25,17 @@ from typing import Any
 import nibabel as nib
 
 from runtime.chain.options import STEP_TASKS, TRACTOMETRY_CSV, ChainOptions
-from runtime.checks.preflight import check_outputs, open_manifest
+from runtime.checks.preflight import check_outputs, find_manifest
 from runtime.errors import ArtifactError, InputError
+from runtime.host import peak_rss_mb, require_dipy
+from runtime.io.peaks_input import check_input_path, subject_name
 from runtime.models.bundles import model_for
 from runtime.models.manifest import Manifest
 from runtime.options import RunOptions
-from runtime.qc.report import peak_rss_mb
-from runtime.subject import check_input_path, check_subject, run_subject, subject_name
+from runtime.pipeline import TractSegPipeline
+from runtime.qc.collectors import preview_dependency_check
+from runtime.runner import read_subject, run_subject
 from runtime.tracking.api import TRACKING_FOLDER, track_output_folder
-from runtime.tracking.extra import require_dipy
 from runtime.tracking.prepare import check_grid
 from runtime.tracking.writers import extension
 from runtime.tractometry.table import TRACTOMETRY_BUNDLES, tractometry
@@ -61,7 +63,7 @@ class ChainPlan:
 
 @dataclass(frozen=True)
 class ChainReport:
-    """What a chain run did (the same fields as :class:`runtime.subject.RunReport`, so the study runner records
+    """What a chain run did (the same fields as :class:`runtime.runner.RunReport`, so the study runner records
     either), plus the tractometry CSV (None without a scalar map)."""
 
     outputs: tuple[Path, ...]
@@ -78,7 +80,7 @@ def bundle_manifests(options: ChainOptions) -> tuple[tuple[RunOptions, Manifest]
     for task, flag in zip(STEP_TASKS, ("--tract-artifacts", "--endings-artifacts", "--tom-artifacts")):
         step = options.step_options(task)
         try:
-            steps.append((step, open_manifest(Path(step.artifacts), model_for(task))))
+            steps.append((step, find_manifest(step.artifacts, model_for(task))))
         except ArtifactError as error:  # the chain's own flags in the hint
             raise ArtifactError(str(error).replace("pass --artifacts DIR", f"pass {flag} DIR or --artifacts-root "
                                                                            "DIR")) from None
@@ -125,13 +127,14 @@ def check_chain(peaks: str | os.PathLike[str], outdir: str | os.PathLike[str],
     if scalar is not None and not profiled:
         raise InputError(f"--bundles: none of {','.join(options.bundles)} is profiled by upstream's Tractometry "
                          f"(it leaves out CA, CC, MLF, FX and the T_/ST_ bundles of PREF, PREC, POSTC, PAR, OCC)")
-    check_outputs(planned_outputs(steps, outdir, options, scalar is not None), options.run.force,
+    check_outputs(planned_outputs(steps, outdir, options, scalar is not None), options.force,
                   inputs=[peaks] + ([scalar] if scalar is not None else []))
+    preview_dependency_check(options.qc.preview)
     return ChainPlan(peaks, outdir, scalar, options, steps, profiled)
 
 
 def _progress(options: ChainOptions):
-    if options.run.quiet:
+    if options.quiet:
         return None
     from tqdm import tqdm
 
@@ -147,7 +150,7 @@ def run_chain(peaks: str | os.PathLike[str], outdir: str | os.PathLike[str],
     the study runner passes its per-process cache). Without ``scalar`` the chain stops after tracking."""
     started = time.perf_counter()
     plan = plan or check_chain(peaks, outdir, scalar, options)
-    opener = open_pipeline or (lambda step: step.open_pipeline())
+    opener = open_pipeline or TractSegPipeline.open_with
     name = subject or subject_name(plan.peaks)
     outputs: list[Path] = []
     timings: dict[str, float] = {}
@@ -155,7 +158,8 @@ def run_chain(peaks: str | os.PathLike[str], outdir: str | os.PathLike[str],
     slices = 0
     for index, (step, manifest) in enumerate(plan.steps, 1):
         log.info("step %d/5: %s", index, step.output_type)
-        checked = check_subject(plan.peaks, plan.outdir, step, manifest)  # TOM: the masks just written
+        # the outputs' locations were checked by check_chain; TOM reads the masks just written
+        checked = read_subject(plan.peaks, plan.outdir, step.output_files(plan.outdir), step, manifest)
         report = run_subject(opener(step), checked, step, name)
         outputs += report.outputs
         timings[step.output_type] = report.timings_s["total"]
@@ -165,7 +169,7 @@ def run_chain(peaks: str | os.PathLike[str], outdir: str | os.PathLike[str],
              plan.options.tracking.nr_fibers)
     t0 = time.perf_counter()
     tractograms = track_output_folder(plan.outdir, plan.options.bundles, plan.options.tracking,
-                                      progress=_progress(plan.options), nr_cpus=plan.options.run.threads or -1)
+                                      progress=_progress(plan.options), nr_cpus=plan.options.backend.threads or -1)
     outputs += [p for t in tractograms for p in (t, t.with_name(t.name + ".json"))]
     timings["tracking"] = round(time.perf_counter() - t0, 3)
     csv = None

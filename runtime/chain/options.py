@@ -15,7 +15,7 @@ from typing import Any
 
 from runtime.checks.preflight import resolve_bundle_dir
 from runtime.models.bundles import TRACTQUERIER_BUNDLES, model_for
-from runtime.options import RunOptions
+from runtime.options import BackendOptions, QCOptions, RunOptions, SaveOptions
 from runtime.tracking.api import TrackingOptions
 from runtime.tracking.writers import FORMATS
 from runtime.tractometry.table import TRACTOMETRY_CSV  # noqa: F401 (the chain's CSV name, exported here)
@@ -25,13 +25,17 @@ STEP_TASKS = ("tract_segmentation", "endings_segmentation", "TOM")
 
 @dataclass(frozen=True)
 class ChainOptions:
-    """The chain's options. ``run``: how the networks run (backend, device, precision, threads, self-check) and
-    what the tract step adds (statistics, preview, postprocess), plus ``force`` / ``quiet``; its output_type and
-    artifacts are not used (each step has its own). ``bundles``: the bundles tracked (and profiled, those among
-    upstream's tractometry bundles); the segmentation steps write all 72 as upstream. ``scalar_pattern``: the
-    study runner's way to find each subject's scalar map (:mod:`runtime.cohort.scalars`)."""
+    """The chain's options. ``backend``: how the three networks run; ``qc``: the tract step's extras;
+    ``postprocess``: the tract step's blob removal; ``force`` / ``quiet``. The three bundles: see the module
+    docstring. ``bundles``: the bundles tracked (and profiled, those among upstream's tractometry bundles); the
+    segmentation steps write all 72 as upstream. ``scalar_pattern``: the study runner's way to find each
+    subject's scalar map (:mod:`runtime.cohort.chain_subject`)."""
 
-    run: RunOptions = RunOptions(quiet=True)
+    backend: BackendOptions = BackendOptions()
+    qc: QCOptions = QCOptions()
+    postprocess: bool = True
+    force: bool = False
+    quiet: bool = True
     tract_artifacts: str | None = None
     endings_artifacts: str | None = None
     tom_artifacts: str | None = None
@@ -48,14 +52,6 @@ class ChainOptions:
     def problems(self) -> list[str]:
         """What the chain cannot run with (one line each)."""
         found = []
-        run = self.run
-        if run.single_output_file or run.get_probabilities:
-            found.append("--single_output_file / --get_probabilities: the chain tracks each bundle's own mask file")
-        if run.raw_diffusion_input:
-            found.append("--raw_diffusion_input: the chain takes peaks (run runtime.run --raw_diffusion_input first)")
-        if run.tract_segmentations_path is not None or run.tract_definition != "TractQuerier+":
-            found.append("--tract_segmentations_path / --tract_definition xtract: the chain uses its own "
-                         "TractQuerier+ masks")
         unknown = [b for b in self.bundles if b not in TRACTQUERIER_BUNDLES]
         if unknown or not self.bundles:
             found.append(f"--bundles: invalid bundle name: {unknown[0] if unknown else '(none)'}")
@@ -82,12 +78,13 @@ class ChainOptions:
     def step_options(self, task: str) -> RunOptions:
         """The RunOptions of one segmentation step (its own bundle; statistics and preview on the tract step)."""
         tract = task == "tract_segmentation"
-        return self.run.replace(output_type=task, artifacts=str(self.bundle_dir(task)),
-                                statistics=self.run.statistics and tract, preview=self.run.preview and tract)
+        return RunOptions(output_type=task, artifacts=str(self.bundle_dir(task)), backend=self.backend,
+                          save=SaveOptions(postprocess=self.postprocess), qc=self.qc if tract else QCOptions(),
+                          force=self.force, quiet=self.quiet)
 
     def output_record(self) -> dict[str, Any]:
         """What shapes a chain's outputs (the study runner's done-records compare it)."""
-        return {**self.run.output_record(), "chain": {
+        return {**self.step_options("tract_segmentation").output_record(), "chain": {
             "bundles": list(self.bundles), "nr_fibers": self.tracking.nr_fibers,
             "tracking_dilation": self.tracking.dilation, "tracking_format": self.tracking.tracking_format,
             "seed": self.tracking.seed, "nr_points": self.nr_points, "scalar_pattern": self.scalar_pattern}}

@@ -1,6 +1,6 @@
 """Checks made before the network runs, so that a bad bundle or output location writes nothing.
 
-* :func:`resolve_bundle_dir` / :func:`open_manifest`: which bundle serves the request, and that it is the right one
+* :func:`find_manifest` (:func:`resolve_bundle_dir` + :func:`open_manifest`): which bundle serves the request, and that it is the right one
   (task, tract definition, class count and bundle names); artifact checksums are verified when the backend
   opens it (:func:`runtime.network.backends.open_backend`).
 * :func:`check_outputs`: the output locations are folders we can write to, no output exists unless ``--force``,
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from runtime.models.bundles import Model
 from runtime.errors import ArtifactError, OutputError
+from runtime.host import available_cores
 from runtime.models.manifest import MANIFEST_NAME, Manifest, load_manifest
 
 ARTIFACTS_ENV = "TRACTSEG_AOT_ARTIFACTS"
@@ -60,11 +61,17 @@ def open_manifest(bundle_dir: Path, model: Model) -> Manifest:
     return manifest
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+def find_manifest(artifacts: str | os.PathLike[str] | None, model: Model) -> Manifest:
+    """The manifest of the bundle that serves ``model`` (``artifacts``: --artifacts DIR, else the defaults of
+    :func:`resolve_bundle_dir`), checked to be that model: every caller's one way to a bundle."""
+    return open_manifest(resolve_bundle_dir(artifacts, model), model)
+
+
+def warn_if_demo(manifest: Manifest) -> None:
+    """The one warning for a bundle built from demo (random) weights."""
+    if manifest.demo_weights:
+        log.warning("demo weights, not anatomical (%s): the outputs are not tract segmentations",
+                    manifest.weights.source)
 
 
 def cap_threads(requested: int | None) -> int | None:

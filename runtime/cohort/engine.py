@@ -24,6 +24,7 @@ from runtime.cohort.records import CohortRow
 from runtime.cohort.subjects import Subject
 from runtime.cohort.worker import process_subject
 from runtime.errors import MissingExtraError, TractSegError, one_line
+from runtime.chain import ChainOptions
 from runtime.options import RunOptions
 
 DASK_MISSING = "runtime.cohort needs Dask for worker processes: pip install 'tractseg-aot[cohort]' (or --workers 0)"
@@ -101,15 +102,17 @@ def submit_window(submit: Callable[[Subject], Any], as_completed: Any, subjects:
         yield future, subject
 
 
-def run_subjects(subjects: list[Subject], outroot: str, options: RunOptions, bundle_id: str, workers: int,
-                 scheduler: str | None, chain: Any = None) -> Iterator[CohortRow]:
-    """Rows of the subjects as they finish (in completion order); ``chain`` (a ChainOptions): the whole chain."""
+def run_subjects(subjects: list[Subject], outroot: str, per_subject: RunOptions | ChainOptions, bundle_id: str,
+                 workers: int, scheduler: str | None) -> Iterator[CohortRow]:
+    """Rows of the subjects as they finish (in completion order); ``per_subject`` a ChainOptions: the whole
+    chain."""
     if not subjects:
         return
     if workers == 0 and scheduler is None:
         for subject in subjects:
-            yield process_subject(subject.id, str(subject.peaks), outroot, options, bundle_id, subject.gradients,
-                                  progress=not options.quiet, chain=chain)  # the subject's network / bundle bars, in this process
+            # the subject's network / bundle bars, in this process
+            yield process_subject(subject.id, str(subject.peaks), outroot, per_subject, bundle_id, subject.gradients,
+                                  progress=not per_subject.quiet)
         return
     dask, distributed = _dask()
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
@@ -131,8 +134,8 @@ def run_subjects(subjects: list[Subject], outroot: str, options: RunOptions, bun
             raise CohortError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {one_line(error)}") \
                 from None
         try:
-            submit = lambda s: client.submit(process_subject, s.id, str(s.peaks), outroot, options, bundle_id,
-                                             s.gradients, chain=chain, key=f"tractseg-{s.id}", pure=False)
+            submit = lambda s: client.submit(process_subject, s.id, str(s.peaks), outroot, per_subject, bundle_id,  # noqa: E731
+                                             s.gradients, key=f"tractseg-{s.id}", pure=False)
             for future, subject in submit_window(submit, distributed.as_completed, subjects,
                                                  window_size(client, workers)):
                 try:

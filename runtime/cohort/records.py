@@ -270,7 +270,7 @@ class CohortTable:
         return [self._rows[subject] for subject in sorted(self._rows)]
 
 
-def read_table(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+def read_cohort_table(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """The rows of a cohort table (values as text, absent columns empty); ValueError naming the file when it
     cannot be read or has no ``subject`` column."""
     source = Path(path)
@@ -291,6 +291,6 @@ def merge_tables(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, str]
     more than one table keeps the row from the later path."""
     merged: dict[str, dict[str, str]] = {}
     for path in paths:
-        for row in read_table(path):
+        for row in read_cohort_table(path):
             merged[row["subject"]] = row
     return [merged[subject] for subject in sorted(merged)]

@@ -16,17 +16,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from runtime.chain import ChainOptions
+from runtime.cohort.chain_subject import run_chain_subject, scalar_identity, scalar_unchanged
 from runtime.cohort.records import (CohortRow, InputIdentity, done_record, is_done, remove_done_record,
                                     write_done_record)
 from runtime.errors import TractSegError, one_line
+from runtime.host import peak_rss_mb, save_traceback
 from runtime.io.checksum import sha256_of
+from runtime.io.peaks_input import check_input_path
 from runtime.options import RunOptions
 from runtime.outputs.output_set import LOCK_NAME
-
-if TYPE_CHECKING:
-    from runtime.chain import ChainOptions
+from runtime.pipeline import TractSegPipeline
+from runtime.runner import segment_subject
 
 _PIPELINES: dict[tuple, Any] = {}
 _LOCK = threading.Lock()  # one subject at a time per process: backends are not all thread-safe
@@ -34,12 +37,12 @@ LOCK_WAIT_S = 900.0
 log = logging.getLogger("tractseg_aot")
 
 
-def cached_pipeline(options: RunOptions):
+def cached_pipeline(options: RunOptions) -> TractSegPipeline:
     """This process's pipeline for these options, opened (bundle verified, backend loaded) on first use. The
     driver has already said what concerns the whole study (demo weights), so the workers do not repeat it."""
     key = options.pipeline_key()
     if key not in _PIPELINES:
-        _PIPELINES[key] = options.open_pipeline(warn_demo=False)
+        _PIPELINES[key] = TractSegPipeline.open_with(options, warn_demo=False)
     return _PIPELINES[key]
 
 
@@ -95,25 +98,36 @@ def subject_log() -> Iterator[list[str]]:
         log.propagate = propagate
 
 
-def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions, bundle_id: str,
-                    gradients: tuple[str | None, str | None, str | None] | None = None,
-                    progress: bool = False, chain: ChainOptions | None = None) -> CohortRow:
-    """Segment one subject (``chain``: run the whole chain, :mod:`runtime.cohort.chain_subject`); returns its
-    cohort.csv row (status done or failed). Never raises for a subject: an unexpected error fails that subject
-    alone, as a Dask task's exception does, with the traceback saved."""
-    from runtime.subject import check_input_path, check_subject, run_subject
+Gradients = tuple[str | None, str | None, str | None]  # a DWI's own bvals, bvecs and brain mask (a BIDS series)
 
+
+def with_gradients(per_subject: RunOptions | ChainOptions, gradients: Gradients | None) -> RunOptions | ChainOptions:
+    """The subject's options: a raw-DWI run with the series' own bvals, bvecs and mask (they enter the
+    done-record, so a rerun with other files redoes the subject)."""
+    if gradients is None or not isinstance(per_subject, RunOptions) or per_subject.raw is None:
+        return per_subject
+    return per_subject.replace(raw=per_subject.raw.replace(bvals=gradients[0], bvecs=gradients[1],
+                                                           brain_mask=gradients[2]))
+
+
+def process_subject(subject: str, peaks: str, outroot: str, per_subject: RunOptions | ChainOptions,
+                    bundle_id: str, gradients: Gradients | None = None,
+                    progress: bool = False) -> CohortRow:
+    """Segment one subject (``per_subject`` a ChainOptions: run the whole chain,
+    :mod:`runtime.cohort.chain_subject`); returns its cohort.csv row (status done or failed). Never raises for a
+    subject: an unexpected error fails that subject alone, as a Dask task's exception does, with the traceback
+    saved. ``gradients``: see :func:`with_gradients`."""
     folder = Path(outroot) / subject
     started = time.perf_counter()
     row = CohortRow(subject=subject, peaks=peaks, worker=worker_name())
+    chain = per_subject if isinstance(per_subject, ChainOptions) else None
     with _LOCK, subject_log() as warnings:
         try:
             wait_for_lock(folder)
-            shaping = chain.output_record() if chain is not None else options.output_record()
-            stored = is_done(folder, peaks, bundle_id, shaping) if not options.force else None
+            per_subject = with_gradients(per_subject, gradients)
+            shaping = per_subject.output_record()
+            stored = is_done(folder, peaks, bundle_id, shaping) if not per_subject.force else None
             if stored is not None and chain is not None:  # the driver's rule: a changed scalar map redoes it
-                from runtime.cohort.chain_subject import scalar_unchanged
-
                 stored = stored if scalar_unchanged(str(folder), peaks, subject, chain) else None
             if stored is not None:  # finished by a run that outlived its driver
                 return CohortRow.from_mapping(stored)
@@ -121,23 +135,13 @@ def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions,
             identity = InputIdentity.stat(peaks)
             remove_done_record(folder)
             digest = sha256_of(peaks)  # recorded once, never recomputed on reruns
-            run = options.replace(force=True, quiet=not progress)  # progress: this process's own bars (--workers 0)
-            if gradients is not None:  # a DWI whose bvals, bvecs and mask were found for it (BIDS)
-                run = run.replace(bvals=gradients[0], bvecs=gradients[1], brain_mask=gradients[2])
+            quiet = not progress  # progress: this process's own bars (--workers 0)
             if chain is not None:  # its three pipelines opened (and cached) as its steps need them
-                from runtime.cohort.chain_subject import run_chain_subject
-
-                report = run_chain_subject(peaks, folder, subject, chain.replace(run=run), cached_pipeline)
-            elif run.raw_diffusion_input:  # a DWI: its peaks first, from its own bvals/bvecs (upstream's names)
-                from runtime.raw_input import checked_from_raw, peaks_from_raw
-
-                pipeline = cached_pipeline(run)
-                with peaks_from_raw(peaks, folder, run) as raw:
-                    report = run_subject(pipeline, checked_from_raw(raw, folder, run, pipeline.manifest), run,
-                                         subject)
+                report = run_chain_subject(peaks, folder, subject, chain.replace(force=True, quiet=quiet),
+                                           cached_pipeline)
             else:
-                pipeline = cached_pipeline(run)
-                report = run_subject(pipeline, check_subject(peaks, folder, run, pipeline.manifest), run, subject)
+                run = per_subject.replace(force=True, quiet=quiet)
+                report = segment_subject(peaks, folder, run, lambda: cached_pipeline(run), subject=subject)
             row = CohortRow(subject, peaks, "done", "", round(time.perf_counter() - started, 2), report.peak_rss_mb,
                             report.slices_run if report.slices_run is not None else "", row.worker,
                             " | ".join(warnings))
@@ -145,8 +149,6 @@ def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions,
             record = done_record(subject, peaks, InputIdentity(identity.size, identity.mtime_ns, digest), bundle_id,
                                  shaping, outputs, row.as_dict(), report.timings_s)
             if chain is not None:  # the scalar map too: a rerun redoes the subject when it changed
-                from runtime.cohort.chain_subject import scalar_identity
-
                 record["scalar"] = scalar_identity(report.document["scalar"])
             write_done_record(folder, record)
         except TractSegError as error:
@@ -154,15 +156,11 @@ def process_subject(subject: str, peaks: str, outroot: str, options: RunOptions,
         except OSError as error:  # the input vanished between discovery and run, an unreadable folder...
             row = _failed(row, f"{peaks}: {one_line(error, 400)}", started, warnings)
         except Exception as error:  # a bug: this subject fails, the study goes on (as under Dask)
-            from runtime.cli import save_traceback
-
             row = _failed(row, f"internal error, please report: {type(error).__name__}: {one_line(error, 300)} "
                                f"(traceback saved to {save_traceback()})", started, warnings)
     return row
 
 
 def _failed(row: CohortRow, error: str, started: float, warnings: list[str]) -> CohortRow:
-    from runtime.qc.report import peak_rss_mb
-
     return CohortRow(row.subject, row.peaks, "failed", error, round(time.perf_counter() - started, 2),
                      peak_rss_mb(), "", row.worker, " | ".join(warnings))

@@ -68,9 +68,9 @@ def peaks_from_dwi(dwi: str | os.PathLike[str], bvals: str | os.PathLike[str] | 
         mask_source = "found beside the input (upstream's default)" if brain_mask is not None else ""
     inputs = check_inputs(dwi, bvals, bvecs, brain_mask)
     if chosen == "dipy":
-        from runtime.diffusion.dipy_engine import require_dipy
+        from runtime.host import require_dipy
 
-        require_dipy()
+        require_dipy("diffusion")
     else:
         _check_mrtrix(inputs, csd_type, nthreads)
     out = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="tractseg-peaks-"))

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.diffusion.inputs import DiffusionInputs, shell_masks
-from runtime.errors import InputError, MissingExtraError
+from runtime.errors import InputError
+from runtime.host import require_dipy
 
-DIPY_MISSING = "engine 'dipy' needs dipy: pip install 'tractseg-aot[diffusion]'"
 SH_ORDER = 8
 FA_THRESHOLD = 0.7
 MIN_RESPONSE_VOXELS = 30
@@ -36,11 +36,6 @@ MEDIAN_RADIUS = 2
 MEDIAN_PASSES = 1
 
 
-def require_dipy() -> None:
-    try:
-        import dipy  # noqa: F401
-    except ImportError:
-        raise MissingExtraError(DIPY_MISSING) from None
 
 
 def world_gradients(bvecs_fsl: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -98,7 +93,7 @@ def single_fibre_response(gtab, data: np.ndarray, mask: np.ndarray, shell: np.nd
 
 def run(inputs: DiffusionInputs, mask: np.ndarray | None, nthreads: int | None) -> DipyOutput:
     """Compute the peaks of ``inputs`` (``mask``: the given brain mask, or None for median_otsu)."""
-    require_dipy()
+    require_dipy("diffusion")
     from dipy.core.gradients import gradient_table
     from dipy.segment.mask import median_otsu
     import nibabel as nib

@@ -97,7 +97,7 @@ def _load_header(path: Path, what: str) -> nib.Nifti1Image:
     return image
 
 
-def read_table(path: Path, what: str) -> np.ndarray:
+def read_gradient_table(path: Path, what: str) -> np.ndarray:
     """A whitespace-separated numeric text file as a 2D float array (one line in -> one row)."""
     if not path.is_file():
         raise InputError(f"{path}: {what} file not found (give it explicitly or put it beside the DWI)")
@@ -114,7 +114,7 @@ def read_table(path: Path, what: str) -> np.ndarray:
 
 
 def read_bvals(path: Path, n_volumes: int) -> np.ndarray:
-    table = read_table(path, "bvals")
+    table = read_gradient_table(path, "bvals")
     if 1 not in table.shape:
         raise InputError(f"{path}: bvals must be one row (or one column), got {table.shape[0]}x{table.shape[1]}")
     bvals = table.ravel()
@@ -126,7 +126,7 @@ def read_bvals(path: Path, n_volumes: int) -> np.ndarray:
 
 
 def read_bvecs(path: Path, n_volumes: int) -> np.ndarray:
-    table = read_table(path, "bvecs")
+    table = read_gradient_table(path, "bvecs")
     if table.shape[0] == 3 and table.shape[1] == n_volumes:
         return table.T.copy()
     if table.shape[1] == 3 and table.shape[0] == n_volumes:

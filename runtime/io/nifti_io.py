@@ -148,6 +148,12 @@ def load_peaks(path: str | os.PathLike[str], cube: int = 144, n_classes: int = 7
     return data, facts.affine
 
 
+# the files a run writes beside upstream's layout (--statistics, --preview; a raw DWI's peaks, upstream's name)
+STATISTICS_FILE = "statistics.json"
+PREVIEW_FILE = "preview.png"
+PEAKS_FILE = "peaks.nii.gz"
+
+
 def output_paths(output_type: str, bundles: Sequence[str], single_output_file: bool, get_probabilities: bool,
                  outdir: str | os.PathLike[str],
                  tract_segmentation_dir: str = "bundle_segmentations") -> list[Path]:

@@ -68,6 +68,11 @@ class Model:
         base = self.task if self.tract_definition == "TractQuerier+" else f"{self.task}_xtract"
         return f"{base}_{self.part.lower()}" if self.part else base
 
+    @property
+    def largest_part(self) -> Model:
+        """The model whose outputs are held at once (TOM: its largest part), for the input's memory estimate."""
+        return max(self.parts, key=lambda m: m.n_classes) if self.parts else self
+
 
 TOM_PART_SIZE = 18  # upstream's All_Part1..All_Part4: TRACTQUERIER_BUNDLES in four consecutive runs of 18
 # Zenodo record and file of each TOM part (tractseg.libs.utils.download_pretrained_weights)

@@ -35,10 +35,10 @@ COMMITTED: list[Path] = []
 
 
 @contextmanager
-def folder_lock(outdir: Path) -> Iterator[None]:
-    """Hold the advisory lock of ``outdir`` (created if needed) for the block; OutputError when another
+def folder_lock(outdir: Path, name: str = LOCK_NAME) -> Iterator[None]:
+    """Hold the advisory lock ``name`` of ``outdir`` (created if needed) for the block; OutputError when another
     process holds it."""
-    lock_path = outdir / LOCK_NAME
+    lock_path = outdir / name
     while True:
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)

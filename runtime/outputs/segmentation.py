@@ -18,7 +18,9 @@ import numpy as np
 
 from runtime.io.geometry import BBox, Transform
 from runtime.io.nifti_io import output_bytes, output_paths, strip_nifti
+from runtime.options import SaveOptions
 from runtime.outputs.output_set import StagedOutputs
+from runtime.outputs.save import save_segmentation
 from runtime.outputs.writers import OutputSpec, bundle_volume, value_range, write_outputs
 from runtime.network.fused_cube import FusedCube
 from runtime.network.predict import SliceStats
@@ -36,16 +38,6 @@ class Placement:
     flip_axes: tuple[int, ...]
     bbox: BBox
     transform: Transform
-
-
-@dataclass(frozen=True)
-class SaveOptions:
-    """What :meth:`Segmentation.save` writes (upstream's CLI options)."""
-
-    single_file: bool = False
-    probabilities: bool = False  # --get_probabilities
-    postprocess: bool = True  # not --no_postprocess
-    rescale_dm: bool = False  # --rescale_dm: dm_regression's values min-max scaled over the whole output
 
 
 @dataclass
@@ -127,17 +119,10 @@ class Segmentation:
              postprocess: bool = True, force: bool = False, statistics: bool = False,
              rescale_dm: bool = False) -> list[Path]:
         """Write upstream's output layout under ``outdir`` (and statistics.json), all or nothing, with the
-        writer every run uses (:func:`runtime.subject.save_segmentation`); returns the files."""
-        from runtime.models.bundles import MODELS
-        from runtime.options import RunOptions
-        from runtime.subject import save_segmentation
-
-        model = next(m for m in MODELS if m.name == self.model) if self.model else None
-        options = RunOptions(output_type=self.output_type,
-                             tract_definition=model.tract_definition if model else "TractQuerier+",
-                             single_output_file=single_file, get_probabilities=probabilities, postprocess=postprocess,
-                             force=force, statistics=statistics, rescale_dm=rescale_dm, quiet=True)
-        return save_segmentation(self, outdir, options)
+        writer every run uses (:func:`runtime.outputs.save.save_segmentation`); returns the files."""
+        save = SaveOptions(single_file=single_file, probabilities=probabilities, postprocess=postprocess,
+                           rescale_dm=rescale_dm)
+        return save_segmentation(self, outdir, save, statistics, force)
 
     def write_into(self, staged: StagedOutputs, options: SaveOptions,
                    on_bundle: BundleHook | None = None) -> list[Path]:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.options import PREVIEW_FILE, STATISTICS_FILE
-from runtime.outputs.output_set import StagedOutputs
-from runtime.outputs.segmentation import Segmentation
+from runtime.io.nifti_io import PREVIEW_FILE, STATISTICS_FILE
+
+if TYPE_CHECKING:  # annotations only: the writer (runtime.outputs.save) hands the result in
+    from runtime.outputs.segmentation import Segmentation
 
 
 class BundleHooks:
-    """Statistics and preview collected bundle by bundle; :meth:`finish` writes them into the staged outputs."""
+    """Statistics and preview collected bundle by bundle; :meth:`finish` writes them into the staging folder."""
 
     def __init__(self, segmentation: Segmentation, background: np.ndarray | None, statistics: bool,
                  probabilities: bool, subject: str, model: str):
@@ -47,20 +49,17 @@ class BundleHooks:
         if self.canvas is not None:
             self.canvas.add_bundle(index, volume > 0.5 if self.probabilities else volume)
 
-    def finish(self, staged: StagedOutputs) -> list[Path]:
+    def finish(self, staging: Path) -> list[str]:
+        """Write statistics.json / preview.png into ``staging``; returns the names written."""
         started = time.perf_counter()
-        written = self._finish(staged)
-        self.seconds += time.perf_counter() - started
-        return written
-
-    def _finish(self, staged: StagedOutputs) -> list[Path]:
         written = []
         if self.stats is not None:
-            self.stats.write(staged.path(STATISTICS_FILE))
-            written.append(staged.outdir / STATISTICS_FILE)
+            self.stats.write(staging / STATISTICS_FILE)
+            written.append(STATISTICS_FILE)
         if self.canvas is not None:
-            self.canvas.save(staged.path(PREVIEW_FILE))
-            written.append(staged.outdir / PREVIEW_FILE)
+            self.canvas.save(staging / PREVIEW_FILE)
+            written.append(PREVIEW_FILE)
+        self.seconds += time.perf_counter() - started
         return written
 
 

@@ -27,7 +27,8 @@ from runtime.io.geometry import flip, to_original_space
 from runtime.io.nifti_io import output_bytes, output_paths, write_nifti_atomic
 from runtime.network.predict import SliceStats
 from runtime.outputs.output_set import StagedOutputs
-from runtime.outputs.segmentation import Placement, SaveOptions
+from runtime.options import SaveOptions
+from runtime.outputs.segmentation import Placement
 from runtime.tom.masks import mask_and_normalise, prepared_mask
 
 PartRunner = Callable[[int], tuple[np.ndarray, SliceStats]]  # part index -> ((3 * n, S, S, S) outputs, stats)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from runtime.cli import guarded
 from runtime.errors import InputError, OutputError
 from runtime.tracking.api import DEFAULT_SEED, TrackingOptions, parse_bundles, track_output_folder
-from runtime.tracking.extra import require_dipy
+from runtime.host import require_dipy
 from runtime.tracking.modes import folder_name, tracking_mode
 from runtime.tracking.tckgen import TckgenRun, track_folder_with_tckgen
 from runtime.tracking.writers import FORMATS

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from runtime.errors import InputError
+from runtime.host import available_cores
 from runtime.models.bundles import TRACTQUERIER_BUNDLES
 from runtime.tracking.best_orig import check_original_peaks, substitute_best_peaks
 from runtime.tracking.prepare import (BundleFiles, BundleInputs, open_bundle, read_bundle_inputs, to_world,
@@ -95,7 +96,7 @@ def track_output_folder(output_dir: Path, bundles: Sequence[str], options: Track
         if options.best_orig_peaks is not None:
             check_original_peaks(options.best_orig_peaks, images["bundle"], files.bundle)
     out_dir = output_dir / tracking_folder
-    workers = min(len(checked), available_cpus() if nr_cpus == -1 else max(1, nr_cpus))
+    workers = min(len(checked), available_cores() if nr_cpus == -1 else max(1, nr_cpus))
     if workers <= 1:
         return [_track_and_write(bundle, files, options, out_dir)
                 for bundle, files in (progress(checked) if progress else checked)]
@@ -109,13 +110,6 @@ def track_output_folder(output_dir: Path, bundles: Sequence[str], options: Track
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [future.result() for future in futures]
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _track_and_write(bundle: str, files: BundleFiles, options: TrackingOptions, out_dir: Path) -> Path:

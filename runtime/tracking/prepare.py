@@ -166,7 +166,7 @@ def _spline(points: np.ndarray) -> np.ndarray:
 def to_world(streamlines: list[np.ndarray], inputs: BundleInputs) -> list[np.ndarray]:
     """Voxel-corner tracking coordinates -> RAS mm, smoothed and compressed as upstream does (dipy's
     ``compress_streamlines``: the ``tracking`` extra)."""
-    from runtime.tracking.extra import require_dipy
+    from runtime.host import require_dipy
     require_dipy()
     from dipy.tracking.streamlinespeed import compress_streamlines
 

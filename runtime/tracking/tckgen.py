@@ -199,7 +199,7 @@ def finish(tck: Path, target: Path, reference: Path, tracking_format: str) -> in
         with atomic_target(target) as temporary:
             shutil.copyfile(tck, temporary)
         return len(streamlines)
-    from runtime.tracking.extra import require_dipy
+    from runtime.host import require_dipy
     require_dipy()
     from dipy.tracking.streamlinespeed import compress_streamlines
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from runtime.cli import guarded
 from runtime.errors import InputError, OutputError
-from runtime.tracking.extra import require_dipy
+from runtime.host import require_dipy
 from runtime.tracking.writers import FORMATS
 from runtime.tractometry.table import tractometry
 

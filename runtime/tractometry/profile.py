@@ -25,7 +25,7 @@ import numpy as np
 from scipy.ndimage import binary_dilation, map_coordinates
 from scipy.spatial import cKDTree
 
-from runtime.tracking.extra import require_dipy
+from runtime.host import require_dipy
 
 log = logging.getLogger("tractseg_aot")
 

@@ -4,7 +4,7 @@ run, as upstream's ``TractSeg -i Diffusion.nii.gz --raw_diffusion_input`` does.
 The peaks are computed in a hidden work folder beside the outputs (``<outdir>/.tractseg-aot-peaks-<token>/``,
 removed at the end whatever happens); ``peaks.nii.gz`` (upstream keeps it in the output folder), the brain mask
 an engine made (``nodif_brain_mask.nii.gz``) and, with ``--keep_intermediate_files``, the intermediates are
-committed together with the segmentation (:func:`runtime.subject.run_subject`), so a failure leaves nothing.
+committed together with the segmentation (:func:`runtime.runner.subject.run_subject`), so a failure leaves nothing.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.options import RunOptions
-
-PEAKS_NAME = "peaks.nii.gz"  # upstream's name, in the output folder
+from runtime.diffusion import peaks_from_dwi
+from runtime.io.nifti_io import PEAKS_FILE
+from runtime.options import RawInputOptions
 log = logging.getLogger("tractseg_aot")
 
 
@@ -35,21 +35,21 @@ class RawPeaks:
 
 
 @contextmanager
-def peaks_from_raw(dwi: str | os.PathLike[str], outdir: Path, options: RunOptions) -> Iterator[RawPeaks]:
+def peaks_from_raw(dwi: str | os.PathLike[str], outdir: Path, options: RawInputOptions,
+                   threads: int | None = None) -> Iterator[RawPeaks]:
     """Make the peaks of ``dwi`` (every input check first: :func:`runtime.diffusion.check_inputs`); the work
-    folder lives for the block."""
-    from runtime.diffusion import peaks_from_dwi
-
-    parent = next((p for p in (outdir, *outdir.parents) if p.is_dir()), Path("."))
+    folder lives for the block, named by its absolute path: the mrtrix engine runs its commands inside a staging
+    folder of its own, where a relative path would be read twice (``out/.../out/...``)."""
+    parent = next((p for p in (outdir, *outdir.parents) if p.is_dir()), Path(".")).resolve()
     work = parent / f".tractseg-aot-peaks-{secrets.token_hex(6)}"
     work.mkdir()
     try:
         result = peaks_from_dwi(dwi, options.bvals, options.bvecs, options.brain_mask, engine=options.peaks_engine,
-                                csd_type=options.csd_type, nthreads=options.threads, workdir=work,
+                                csd_type=options.csd_type, nthreads=threads, workdir=work,
                                 keep_intermediate=options.keep_intermediate_files)
         log.info("peaks from %s: %s engine (%s), brain mask %s", dwi, result.engine, result.csd_type,
                  result.mask_source)
-        carried = [(outdir / PEAKS_NAME, result.peaks)]
+        carried = [(outdir / PEAKS_FILE, result.peaks)]
         if result.brain_mask is not None and Path(result.brain_mask).parent == work:  # made, not given
             carried.append((outdir / Path(result.brain_mask).name, Path(result.brain_mask)))
         carried += [(outdir / p.name, p) for p in result.intermediates]
@@ -58,13 +58,3 @@ def peaks_from_raw(dwi: str | os.PathLike[str], outdir: Path, options: RunOption
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-
-def checked_from_raw(raw: RawPeaks, outdir: Path, options: RunOptions, manifest, report=None):
-    """:func:`runtime.subject.check_subject` on the made peaks, with the files to carry into the commit."""
-    import dataclasses
-
-    from runtime.subject import check_subject
-
-    checked = check_subject(raw.peaks, outdir, options, manifest, report)
-    extra = tuple(final for final, _ in raw.carried if final not in checked.files)
-    return dataclasses.replace(checked, files=checked.files + extra, carried=raw.carried)

@@ -7,7 +7,7 @@ of :func:`write_study_report` regenerates both from the results of an earlier ru
 A subject row is a dict with keys ``subject, peaks, status ("done" | "failed" | "skipped" | other), error,
 seconds, peak_rss_mb, slices_run, worker``; missing keys read as None.
 
-Tractometry (chain studies, :mod:`runtime.qc.profiles`): a section with every bundle's mean profile and spread
+Tractometry (chain studies, :mod:`runtime.cohort.profiles`): a section with every bundle's mean profile and spread
 over the subjects' ``OUTROOT/<subject>/Tractometry.csv``, subjects far from it flagged.
 
 Volumes: ``volume_ml`` of mask runs, ``volume_ml_above_threshold`` of ``--get_probabilities`` runs. Outliers: a
@@ -35,35 +35,14 @@ from urllib.parse import quote
 
 import numpy as np
 
+from runtime.cohort.outliers import OUTLIER_Z, robust_z
+from runtime.cohort.profiles import profiles_section
 from runtime.io.atomic import write_text_atomic
 from runtime.qc.statistics import META_KEY, read_statistics
 
-OUTLIER_Z = 3.5
-MAD_SCALE = 1.4826          # MAD of a normal distribution's sample -> its standard deviation
 STATUS_ORDER = {"failed": 0, "skipped": 2, "done": 3}          # any other status: 1 (after failed)
 VOLUME_KEYS = ("volume_ml", "volume_ml_above_threshold")
 Row = Mapping[str, Any]
-
-
-def robust_z(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Modified z-score ``(x - median) / (1.4826 * MAD)``, median and MAD over the finite values.
-
-    Non-finite inputs (NaN for a missing subject) give NaN. When MAD is 0 (half or more of the values equal the
-    median): z is 0 where x equals the median and +/-inf (the sign of x - median) elsewhere, so any departure from
-    a constant majority counts as an outlier.
-    """
-    x = np.asarray(values, dtype=np.float64)
-    z = np.full(x.shape, np.nan)
-    finite = np.isfinite(x)
-    if not finite.any():
-        return z
-    median = np.median(x[finite])
-    mad = np.median(np.abs(x[finite] - median))
-    if mad > 0:
-        z[finite] = (x[finite] - median) / (MAD_SCALE * mad)
-    else:
-        z[finite] = np.where(x[finite] == median, 0.0, np.where(x[finite] > median, np.inf, -np.inf))
-    return z
 
 
 def subject_statistics(outroot: Path, row: Row) -> dict[str, Any] | None:
@@ -211,7 +190,6 @@ def report_html(outroot: str | os.PathLike[str], rows: Sequence[Row], page_dir: 
                    f'{values.max():.2f}</td><td>{_box_svg(values, flagged[have, j], subjects)}</td>'
                    f'<td>{outliers}</td></tr>')
     out.append("</tbody></table>")
-    from runtime.qc.profiles import profiles_section
 
     out.append(profiles_section(outroot, rows) + "</body></html>\n")  # "" unless subjects have Tractometry.csv
     return "\n".join(out)

@@ -19,7 +19,7 @@ from typing import Any
 
 from runtime.errors import InputError, OutputError
 from runtime.io.atomic import atomic_target
-from runtime.qc.profiles import subject_csvs
+from runtime.cohort.profiles import subject_csvs
 from runtime.tractometry.table import read_csv
 
 STUDY_TABLE = "tractometry.csv"

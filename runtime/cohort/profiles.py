@@ -7,7 +7,7 @@ streamed passes (one subject in memory at a time, so a large study costs subject
 1. per bundle and point: the number of subjects, their mean, standard deviation (population, ddof 0), min and max;
 2. per subject and bundle: the profile's distance to the study's mean profile, the root mean square of the
    pointwise differences; a subject is flagged for a bundle when the robust z of that distance over the study's
-   subjects (:func:`runtime.qc.study_report.robust_z`) is above ``OUTLIER_Z`` (3.5, as the volumes). Only far
+   subjects (:func:`runtime.cohort.outliers.robust_z`) is above ``OUTLIER_Z`` (3.5, as the volumes). Only far
    profiles count (distances are never negative, so only z > 3.5 flags).
 
 An all-zero profile is what upstream's Tractometry writes for a bundle with fewer than 5 streamlines: it counts as
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from runtime.cohort.outliers import OUTLIER_Z, robust_z
 from runtime.errors import InputError
 from runtime.tractometry.table import TRACTOMETRY_CSV, read_csv
 
-OUTLIER_Z = 3.5
 
 
 def subject_csvs(outroot: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, Path]]:
@@ -89,7 +89,6 @@ def _profiles(outroot: Path, rows: Sequence[Mapping[str, Any]]):
 
 def study_profiles(outroot: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, BundleProfile]:
     """Every bundle's :class:`BundleProfile` (module docstring), in first-seen order."""
-    from runtime.qc.study_report import robust_z
 
     root = Path(outroot)
     found: dict[str, BundleProfile] = {}
