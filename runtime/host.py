@@ -3,6 +3,7 @@ file of an internal error, and the optional extras (one line naming the extra wh
 imports nothing of the runtime but :mod:`runtime.errors`, so every layer may use it."""
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import resource
@@ -81,3 +82,15 @@ def require_dipy(extra: str = "tracking") -> None:
         import dipy  # noqa: F401
     except ImportError:
         raise MissingExtraError(DIPY_MISSING[extra]) from None
+
+
+class CollectLines(logging.Handler):
+    """A logging handler that keeps each record's message as one line (``lines``) instead of printing it: the
+    study runner's per-subject warnings, nibabel's header fixes."""
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(" ".join(record.getMessage().split()))

@@ -103,17 +103,37 @@ def test_study_outputs_failures_and_resume(tract_small, tmp_path):
     assert (out / "sub-01" / DONE_NAME).stat().st_mtime_ns == records["sub-01"]
 
 
-def test_job_array_parts_then_a_plain_run_merges(tract_small, tmp_path):
+def test_job_array_parts_run_together_then_a_plain_run_merges(tract_small, tmp_path):
+    """A cluster job array starts its parts at once on one output root: both run (each subject has one writer),
+    and a plain run afterwards merges them."""
     ids = make_study(tmp_path / "study", 3, bad=False)
     out = tmp_path / "out"
-    for part in (0, 1):
-        done = cohort(tmp_path / "study", "-o", out, "--artifacts", tract_small, "--workers", "0", "--quiet",
-                      "--num-parts", "2", "--part-id", part)
-        assert done.returncode == 0, done.stderr
+    parts = [subprocess.Popen([sys.executable, "-m", "runtime.cohort", str(tmp_path / "study"), "-o", str(out),
+                               "--artifacts", str(tract_small), "--workers", "0", "--quiet", "--num-parts", "2",
+                               "--part-id", str(part)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for part in (0, 1)]
+    results = [(part.wait(timeout=600), part.stderr.read()) for part in parts]
+    assert [code for code, _ in results] == [0, 0], results
     assert (out / "cohort.part-0-of-2.csv").is_file() and (out / "cohort.part-1-of-2.csv").is_file()
     merged = cohort(tmp_path / "study", "-o", out, "--artifacts", tract_small, "--workers", "0")
     assert merged.returncode == 0 and "3 done earlier, 0 to run" in merged.stdout
     assert sorted(table(out)) == ids
+
+
+def test_another_study_on_a_running_root_is_refused(tract_small, tmp_path):
+    """Parts of one study share the root; a study with other options (or bundle, or number of parts) is refused
+    while one runs there, in one line, before any work; once it ends, its lock is stale and the root is free."""
+    from runtime.cohort.study_lock import study_key, study_lock
+
+    make_study(tmp_path / "study", 1, bad=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    with study_lock(out, study_key("another bundle", {"statistics": True}, 2), 2, 1):
+        refused = cohort(tmp_path / "study", "-o", out, "--artifacts", tract_small, "--workers", "0", "--quiet")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "in use by another tractseg-aot study" in refused.stderr and not (out / "sub-01").exists()
+    done = cohort(tmp_path / "study", "-o", out, "--artifacts", tract_small, "--workers", "0", "--quiet")
+    assert done.returncode == 0, done.stderr
 
 
 def test_kill_9_of_the_whole_run_then_rerun(tract_small, tmp_path):

@@ -163,7 +163,7 @@ def test_a_second_study_on_the_same_output_root_is_refused(tract_small, tmp_path
     first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not (out / ".tractseg-aot.lock").exists() and time.monotonic() < deadline:
+        while not (out / ".tractseg-aot-part-0-of-1.lock").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         second = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
     finally:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cohort.subjects import (CohortInputError, Subject, discover, safe_id, split_parts, subject_id)
+from runtime.cohort.parts import split_parts
+from runtime.cohort.subjects import CohortInputError, Subject, discover, safe_id, subject_id
 
 
 def touch(path: Path, content: bytes = b"peaks") -> Path:

@@ -1,5 +1,5 @@
 """The BIDS App's outputs (``python -m runtime.bids BIDS OUT participant|group``, whose runner is
-:func:`runtime.bids.__main__.run_bids`): the study runner over the dataset's diffusion series, then BIDS
+:func:`runtime.bids.app.run_participants`): the study runner over the dataset's diffusion series, then BIDS
 derivatives.
 
 participant: every series (:func:`runtime.bids.find_dwis`) is one subject of ``runtime.cohort``'s study runner,

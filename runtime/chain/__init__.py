@@ -14,7 +14,8 @@ Python API::
     report.csv      # sub-01/tractseg_output/Tractometry.csv
 
 Modules: :mod:`~runtime.chain.options` (options, where the bundles are), :mod:`~runtime.chain.api` (checks and
-the run), :mod:`~runtime.chain.cli` (the shared command-line options). Needs the ``tracking`` extra.
+the run). The command line: :mod:`runtime.chain.__main__` (its flags: :mod:`runtime.cli.arguments`). Needs the
+``tracking`` extra.
 """
 from runtime.chain.api import ChainPlan, ChainReport, check_chain, run_chain
 from runtime.chain.options import STEP_TASKS, TRACTOMETRY_CSV, ChainOptions

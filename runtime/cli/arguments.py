@@ -123,11 +123,15 @@ def add_bundles_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, t
     p.add_argument("--bundles", metavar="A,B,C", dest="bundles_string", default="all", help=text)
 
 
+def add_tracking_format_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--tracking_format", metavar="|".join(FORMATS), choices=list(FORMATS), default="tck",
+                   help="the tractograms' format (default: tck, as upstream)")
+
+
 def add_tracking_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """upstream ``Tracking``'s shared flags and defaults, plus ``--seed``."""
     p.add_argument("--nr_fibers", metavar="N", type=int, default=2000, help="streamlines per bundle (default 2000)")
-    p.add_argument("--tracking_format", metavar="|".join(FORMATS), choices=list(FORMATS), default="tck",
-                   help="output format (default: tck, as upstream)")
+    add_tracking_format_argument(p)
     p.add_argument("--tracking_dilation", metavar="N", type=int, default=0,
                    help="dilate the bundle mask by N voxels and the endpoint masks by N+1 (default: 0, as upstream)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.io.atomic import write_text_atomic
-from runtime.cohort.subjects import check_parts
+from runtime.cohort.parts import check_parts
 
 DONE_NAME = ".tractseg-aot-done.json"
 DONE_FORMAT = 1

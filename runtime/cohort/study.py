@@ -28,7 +28,8 @@ from runtime.cohort.records import (RESERVED_NAMES, CohortTable, DoneCheck, is_d
 from runtime.cohort.report import write_study_report
 from runtime.cohort.study_lock import study_key, study_lock
 from runtime.cohort.study_options import StudyOptions
-from runtime.cohort.subjects import CohortInputError, Subject, discover, split_parts
+from runtime.cohort.parts import split_parts
+from runtime.cohort.subjects import CohortInputError, Subject, discover
 from runtime.cohort.tractometry_table import write_study_table
 from runtime.cohort.worker import with_gradients
 from runtime.errors import InputError, OutputError

@@ -8,7 +8,8 @@ from typing import Any
 
 from runtime.chain import ChainOptions
 from runtime.cohort.engine import default_threads
-from runtime.cohort.subjects import DEFAULT_PATTERN, check_parts
+from runtime.cohort.parts import check_parts
+from runtime.cohort.subjects import DEFAULT_PATTERN
 from runtime.host import available_cores
 from runtime.options import RunOptions
 

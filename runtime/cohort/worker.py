@@ -23,7 +23,7 @@ from runtime.cohort.chain_subject import run_chain_subject, scalar_identity, sca
 from runtime.cohort.records import (CohortRow, InputIdentity, done_record, is_done, remove_done_record,
                                     write_done_record)
 from runtime.errors import TractSegError, one_line
-from runtime.host import peak_rss_mb, save_traceback
+from runtime.host import CollectLines, peak_rss_mb, save_traceback
 from runtime.io.checksum import sha256_of
 from runtime.io.peaks_input import check_input_path
 from runtime.options import RunOptions
@@ -72,20 +72,11 @@ def wait_for_lock(folder: Path, timeout: float = LOCK_WAIT_S) -> None:
             os.close(fd)
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @contextmanager
 def subject_log() -> Iterator[list[str]]:
     """For one subject: its warnings collected (they travel in its row, and the driver prints them) and its
     info lines silenced; the logger is as it was afterwards (so the study's own lines still print)."""
-    collect = _Collect()
+    collect = CollectLines(logging.WARNING)
     handlers, level, propagate = log.handlers[:], log.level, log.propagate
     log.handlers[:] = [collect]
     log.setLevel(logging.WARNING)

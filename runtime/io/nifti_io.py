@@ -41,6 +41,7 @@ from nibabel.filebasedimages import ImageFileError
 from runtime.io.atomic import atomic_target
 from runtime.models.bundles import TASKS as OUTPUT_TYPES
 from runtime.errors import InputError, one_line
+from runtime.host import CollectLines
 from runtime.checks.input_checks import check_header, check_values, warn_if_oblique
 
 DEFAULT_OUTPUT_DIRNAME = "tractseg_output"
@@ -73,21 +74,12 @@ def check_input_file(file: Path) -> None:
         raise InputError(f"{file}: no permission to read it")
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(" ".join(record.getMessage().split()))
-
-
 def _load(file: Path) -> tuple[nib.Nifti1Pair, list[str]]:
     """``nib.load`` with the header fixes nibabel reports (e.g. "pixdim[0] (qfac) should be 1 (default) or -1")
     collected instead of printed: nibabel's logger writes them to stderr, beside the CLI's own lines."""
     check_input_file(file)
     logger = logging.getLogger("nibabel.global")
-    collect = _Collect()
+    collect = CollectLines()
     saved = logger.handlers[:], logger.propagate
     logger.handlers[:], logger.propagate = [collect], False
     try:
@@ -100,7 +92,7 @@ def _load(file: Path) -> tuple[nib.Nifti1Pair, list[str]]:
         logger.handlers[:], logger.propagate = saved
     if not isinstance(image, (nib.Nifti1Pair, nib.Nifti2Pair)):
         raise InputError(f"{file}: is a {type(image).__name__}, not a NIfTI image")
-    return image, collect.messages
+    return image, collect.lines
 
 
 def _warn_fixes(file: Path, messages: list[str]) -> None:

@@ -21,23 +21,22 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from runtime.cli import guarded
+from runtime.cli import command_parser, guarded, path_arg
+from runtime.cli.arguments import add_bundles_argument, add_tracking_arguments
 from runtime.errors import InputError, OutputError
-from runtime.tracking.api import DEFAULT_SEED, TrackingOptions, parse_bundles, track_output_folder
+from runtime.tracking.api import TrackingOptions, parse_bundles, track_output_folder
 from runtime.host import require_dipy
 from runtime.tracking.modes import folder_name, tracking_mode
 from runtime.tracking.tckgen import TckgenRun, track_folder_with_tckgen
-from runtime.tracking.writers import FORMATS
 
 log = logging.getLogger("tractseg_aot")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tractseg-aot-tracking",
-                                     description="Tracking on the TOMs created by TractSeg (upstream Tracking).")
-    parser.add_argument("-i", metavar="filepath", dest="input", required=True,
+    parser = command_parser("tractseg-aot-tracking", "runtime.tracking", __doc__)
+    parser.add_argument("-i", metavar="filepath", dest="input", required=True, type=path_arg,
                         help="CSD peaks in MRtrix format (4D Nifti image with dimensions [x,y,z,9])")
-    parser.add_argument("-o", metavar="directory", dest="output",
+    parser.add_argument("-o", metavar="directory", dest="output", type=path_arg,
                         help="TractSeg output directory (default: tractseg_output beside the input)")
     parser.add_argument("--tracking_dir", metavar="folder_name", default="auto",
                         help="Name of the folder created for the tracking output (default: TOM_trackings)")
@@ -45,19 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--track_FODs", metavar="False|FACT|SD_STREAM|iFOD2",
                         choices=["False", "FACT", "SD_STREAM", "iFOD2"], default="False")
     parser.add_argument("--track_best_orig", action="store_true", default=False)
-    parser.add_argument("--tracking_dilation", metavar="n", type=int, default=0,
-                        help="Dilate the bundle mask by n voxels and the endpoint masks by n+1 (default: 0)")
-    parser.add_argument("--nr_fibers", metavar="n", type=int, default=2000,
-                        help="Number of fibers to create (default: 2000)")
-    parser.add_argument("--tracking_format", metavar="tck|trk|trk_legacy", choices=list(FORMATS), default="tck",
-                        help="Output format (default: tck, as upstream)")
+    add_tracking_arguments(parser)
     parser.add_argument("--no_filtering_by_endpoints", action="store_true", default=False)
-    parser.add_argument("--bundles", metavar="A,B,C", dest="bundles_string", default="all",
-                        help="Comma separated list of bundles to track (default: all 72)")
+    add_bundles_argument(parser, "Comma separated list of bundles to track (default: all 72)")
     parser.add_argument("--nr_cpus", metavar="n", type=int, default=-1,
                         help="Bundles tracked at once in worker processes; -1 means all available CPUs (default)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"Random seed (default: {DEFAULT_SEED}); recorded in each <bundle>.<ext>.json")
     parser.add_argument("--verbose", action="store_true", default=False)
     parser.add_argument("--quiet", action="store_true", default=False)
     return parser.parse_args(argv)

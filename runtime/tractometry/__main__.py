@@ -13,16 +13,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from runtime.cli import guarded
+from runtime.cli import command_parser, guarded
+from runtime.cli.arguments import add_tracking_format_argument
 from runtime.errors import InputError, OutputError
 from runtime.host import require_dipy
-from runtime.tracking.writers import FORMATS
 from runtime.tractometry.table import tractometry
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tractseg-aot-tractometry",
-                                     description="Evaluate image (e.g. FA) along fiber bundles (upstream Tractometry).")
+    parser = command_parser("tractseg-aot-tractometry", "runtime.tractometry", __doc__)
     parser.add_argument("-i", metavar="tracking_dir", dest="tracking_dir", required=True,
                         help="Folder containing the tractograms (normally '.../tractseg_output/TOM_trackings')")
     parser.add_argument("-o", metavar="csv_output", dest="csv_file_out", required=True,
@@ -32,10 +31,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-s", metavar="scalar_img", dest="scalar_img", required=True, help="Scalar image (e.g. FA)")
     parser.add_argument("--nr_points", metavar="n", dest="nr_points", default="100",
                         help="Number of points along streamline to evaluate (default: 100)")
-    parser.add_argument("--peak_length", action="store_true", default=False)
-    parser.add_argument("--TOM", metavar="TOM_dir", dest="TOM_dir")
-    parser.add_argument("--tracking_format", metavar="tck|trk|trk_legacy", choices=list(FORMATS), default="tck",
-                        help="Format of the tractograms (default: tck, as upstream)")
+    # upstream's --peak_length / --TOM (the best original peak's length) are accepted and refused in one line
+    parser.add_argument("--peak_length", action="store_true", default=False, help=argparse.SUPPRESS)
+    parser.add_argument("--TOM", metavar="TOM_dir", dest="TOM_dir", help=argparse.SUPPRESS)
+    add_tracking_format_argument(parser)
     parser.add_argument("--quiet", action="store_true", default=False)
     return parser.parse_args(argv)
 
