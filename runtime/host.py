@@ -21,6 +21,7 @@ PACKAGES = ("tractseg-aot", "numpy", "scipy", "nibabel", "tqdm")
 DIPY_MISSING = {
     "tracking": "dipy is not installed; tracking and tractometry need it: pip install 'tractseg-aot[tracking]'",
     "diffusion": "engine 'dipy' needs dipy: pip install 'tractseg-aot[diffusion]'",
+    "orientation": "the b-vector check needs dipy (the 'diffusion' extra): pip install 'tractseg-aot[diffusion]'",
 }
 
 
@@ -76,12 +77,13 @@ def save_traceback() -> str:
     return path
 
 
-def require_dipy(extra: str = "tracking") -> None:
-    """Raise :class:`MissingExtraError` (one line naming ``extra``) when dipy cannot be imported."""
+def require_dipy(feature: str = "tracking") -> None:
+    """Raise :class:`MissingExtraError` (one line naming the feature's extra, :data:`DIPY_MISSING`) when dipy
+    cannot be imported."""
     try:
         import dipy  # noqa: F401
     except ImportError:
-        raise MissingExtraError(DIPY_MISSING[extra]) from None
+        raise MissingExtraError(DIPY_MISSING[feature]) from None
 
 
 class CollectLines(logging.Handler):

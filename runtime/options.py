@@ -86,8 +86,10 @@ class RawInputOptions(_Replace):
             raise ValueError(f"--csd_type {self.csd_type!r}: expected one of {', '.join(CSD_TYPES)}")
 
     def record(self) -> dict[str, Any]:
-        """What shapes the peaks (the done-records compare it: other peak settings redo the subject)."""
+        """What shapes the peaks and the files kept (the done-records compare it: other settings redo the
+        subject)."""
         return {"peaks_engine": self.peaks_engine, "csd_type": self.csd_type,
+                "keep_intermediate_files": self.keep_intermediate_files,
                 **{k: str(Path(v).resolve()) if v else None
                    for k, v in (("bvals", self.bvals), ("bvecs", self.bvecs), ("brain_mask", self.brain_mask))}}
 

@@ -37,13 +37,13 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that staging folders are cleaned like on SIGINT."""
 
 
-def configure_logging(quiet: bool) -> None:
-    """Info lines on stdout, warnings on stderr (errors are printed by :func:`guarded`)."""
+def configure_logging(quiet: bool, prog: str = PROG) -> None:
+    """Info lines on stdout, warnings on stderr (errors are printed by :func:`guarded`), prefixed ``prog:``."""
     info, warnings = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
     info.addFilter(lambda record: record.levelno < logging.WARNING)
     warnings.setLevel(logging.WARNING)
     for handler in (info, warnings):
-        handler.setFormatter(_Formatter())
+        handler.setFormatter(_Formatter(prog))
     log.handlers[:] = [info, warnings]
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
@@ -52,12 +52,16 @@ def configure_logging(quiet: bool) -> None:
 class _Formatter(logging.Formatter):
     """Info lines as "tractseg-aot: message", warnings as "tractseg-aot: warning: message"."""
 
+    def __init__(self, prog: str):
+        super().__init__()
+        self.prog = prog
+
     def format(self, record: logging.LogRecord) -> str:
         level = "" if record.levelno <= logging.INFO else f"{record.levelname.lower()}: "
-        return f"{PROG}: {level}{record.getMessage()}"
+        return f"{self.prog}: {level}{record.getMessage()}"
 
 
-def guarded(action, quiet: bool = False, final: bool = False) -> int:
+def guarded(action, quiet: bool = False, final: bool = False, prog: str = PROG) -> int:
     """Run ``action()`` with the CLI's contract: one line and exit 1 for a user error, 130 / 143 for SIGINT /
     SIGTERM, 3 and a saved traceback for a bug.
 
@@ -66,8 +70,8 @@ def guarded(action, quiet: bool = False, final: bool = False) -> int:
     next bytecode cannot raise KeyboardInterrupt out of here (a traceback). ``final``: the process exits next
     (the command line), so SIGINT and SIGTERM are then ignored rather than handed back: Python restores the
     default handlers while it shuts down, and a late signal (the backend's threads do not block it) would kill
-    the exit with status -2 / -15."""
-    configure_logging(quiet)
+    the exit with status -2 / -15. ``prog``: the prefix of every line (the command's name)."""
+    configure_logging(quiet, prog)
     settled = False
 
     def on_signal(signum: int, frame) -> None:
@@ -81,24 +85,24 @@ def guarded(action, quiet: bool = False, final: bool = False) -> int:
         settled = True
     except TractSegError as error:
         settled = True
-        print(f"{PROG}: error: {one_line(error, 1000)}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {one_line(error, 1000)}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         settled = True
-        print(f"{PROG}: interrupted, {_written_since(committed_before)}", file=sys.stderr, flush=True)
+        print(f"{prog}: interrupted, {_written_since(committed_before)}", file=sys.stderr, flush=True)
         return 130
     except Terminated:
         settled = True
-        print(f"{PROG}: terminated, {_written_since(committed_before)}", file=sys.stderr, flush=True)
+        print(f"{prog}: terminated, {_written_since(committed_before)}", file=sys.stderr, flush=True)
         return 143
     except MemoryError:
         settled = True
-        print(f"{PROG}: error: out of memory", file=sys.stderr, flush=True)
+        print(f"{prog}: error: out of memory", file=sys.stderr, flush=True)
         return 1
     except Exception as error:
         settled = True
         where = save_traceback()
-        print(f"{PROG}: internal error, please report: {type(error).__name__}: {one_line(error, 300)} "
+        print(f"{prog}: internal error, please report: {type(error).__name__}: {one_line(error, 300)} "
               f"(traceback saved to {where})", file=sys.stderr, flush=True)
         return 3
     finally:

@@ -51,8 +51,8 @@ def segment_subject(source: PeaksInput | ReadPeaks, outdir: str | os.PathLike[st
     manifest = manifest or find_manifest(options.artifacts, options.model)
     files = check_destination(source, root, options, report_path)
     if options.raw is None:
-        return run_subject(open_pipeline(), read_subject(source, root, files, options, manifest, report_path),
-                           options, subject)
+        checked = read_subject(source, root, files, options, manifest, report_path)
+        return run_subject(open_pipeline(), checked, options, subject)  # the pipeline only once all checks passed
     started = time.perf_counter()
     with peaks_from_raw(source, root, options.raw, options.backend.threads) as raw:
         peaks_seconds = round(time.perf_counter() - started, 3)

@@ -7,7 +7,6 @@ Mirrors (TractSeg 2.10): ``bin/Tracking`` (bundle list, output folder ``TOM_trac
 from __future__ import annotations
 
 import logging
-import os
 import time
 import zlib
 from collections.abc import Sequence
