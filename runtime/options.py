@@ -22,6 +22,7 @@ from runtime.io.nifti_io import PEAKS_FILE, PREVIEW_FILE, STATISTICS_FILE, outpu
 from runtime.models.bundles import Model, model_for
 
 PEAKS_ENGINES = ("auto", "mrtrix", "dipy")
+ORIENTATION_MODES = ("check", "fix", "off")
 CSD_TYPES = ("csd", "csd_msmt", "csd_msmt_5tt")
 
 
@@ -100,7 +101,8 @@ class RunOptions(_Replace):
     [--artifacts]; None: ``$TRACTSEG_AOT_ARTIFACTS``, else the per-user cache), how the network runs (``backend``),
     what is written (``save``, ``qc``), a raw DWI input (``raw``; None: the input is peaks), TOM's bundle masks
     (``tract_segmentations_path``; None: upstream's ``<output>/bundle_segmentations``), ``force`` (replace
-    existing outputs) and ``quiet`` (no progress bars or info lines)."""
+    existing outputs), ``quiet`` (no progress bars or info lines) and ``orientation``: the check for a flipped
+    peak axis before the network (``check``: warn, ``fix``: apply the flip, ``off``; :mod:`runtime.runner.orientation`)."""
 
     output_type: str = "tract_segmentation"
     tract_definition: str = "TractQuerier+"
@@ -112,9 +114,12 @@ class RunOptions(_Replace):
     tract_segmentations_path: str | None = None
     force: bool = False
     quiet: bool = False
+    orientation: str = "check"
 
     def __post_init__(self) -> None:
         model_for(self.output_type, self.tract_definition)  # ValueError naming what is supported
+        if self.orientation not in ORIENTATION_MODES:
+            raise ValueError(f"--orientation {self.orientation!r}: expected check, fix or off")
         for problem in self.problems():
             raise ValueError(problem)
 
@@ -149,7 +154,8 @@ class RunOptions(_Replace):
                 "precision": self.backend.precision,
                 **({"tract_segmentations_path": self.tract_segmentations_path} if self.output_type == "TOM" else {}),
                 **({"rescale_dm": self.save.rescale_dm} if self.output_type == "dm_regression" else {}),
-                **({"raw_diffusion_input": self.raw.record()} if self.raw is not None else {})}
+                **({"raw_diffusion_input": self.raw.record()} if self.raw is not None else {}),
+                **({"orientation": "fix"} if self.orientation == "fix" else {})}  # check / off change no output
 
     def output_files(self, outdir: str | os.PathLike[str]) -> list[Path]:
         """Every file a run writes under ``outdir``: upstream's layout, then statistics.json / preview.png, and

@@ -311,3 +311,41 @@ def test_module_runs_without_jax_or_torch(tmp_path, arcs):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["flip"] == "none"
 
+
+
+# --- in the run: --orientation check | fix | off ------------------------------------------------------------------
+
+def test_the_run_checks_fixes_or_skips_the_orientation(tract_small, tmp_path, capsys, arcs):
+    """tractseg-aot on coherent synthetic tracts with the y axis flipped: ``check`` (default) warns once naming
+    the axis and records the verdict; ``fix`` gives exactly the masks of the unflipped input; ``off`` records
+    nothing; the correct input gives no warning."""
+    from runtime.run import main as run_main
+
+    data, affine = arcs
+    right = _save(tmp_path / "right.nii.gz", data, affine)
+    flipped = _save(tmp_path / "flipped.nii.gz", apply_flip(data, affine, "y"), affine)
+
+    def run(peaks: Path, name: str, *extra: str) -> tuple[dict, list[str]]:
+        report = tmp_path / f"{name}.json"
+        code = run_main([str(peaks), "-o", str(tmp_path / name), "--artifacts", str(tract_small), "--quiet",
+                         "--report", str(report), *extra])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        return json.loads(report.read_text()), [line for line in err.splitlines() if "flipped" in line]
+
+    checked, warned = run(right, "right")
+    assert checked["orientation"]["flip"] == "none" and checked["orientation"]["confident"] and not warned
+    checked, warned = run(flipped, "check")
+    assert checked["orientation"]["flip"] == "y" and checked["orientation"]["applied"] is False
+    assert len(warned) == 1 and "y axis looks flipped" in warned[0] and "--orientation fix" in warned[0]
+    fixed, warned = run(flipped, "fix", "--orientation", "fix")
+    assert fixed["orientation"]["applied"] is True and len(warned) == 1
+    masks = lambda name: {p.name: np.asarray(nib.load(p).dataobj)  # noqa: E731
+                          for p in sorted((tmp_path / name / "bundle_segmentations").iterdir())}
+    ours, reference = masks("fix"), masks("right")
+    assert len(ours) == 72 and all(np.array_equal(ours[k], reference[k]) for k in ours)
+    assert sum(int(v.sum()) for v in ours.values()) > 0
+    unfixed = masks("check")  # the flip matters to the network: without the fix the masks differ
+    assert any(not np.array_equal(unfixed[k], reference[k]) for k in reference)
+    skipped, warned = run(flipped, "off", "--orientation", "off")
+    assert skipped["orientation"] is None and not warned

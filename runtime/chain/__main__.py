@@ -18,7 +18,8 @@ from runtime.chain.api import run_chain
 from runtime.chain.options import ChainOptions
 from runtime.cli import command_parser, guarded, path_arg
 from runtime.cli.arguments import (add_backend_arguments, add_chain_arguments, add_common_arguments,
-                                   add_input_arguments, add_postprocess_argument, add_qc_arguments)
+                                   add_input_arguments, add_orientation_argument, add_postprocess_argument,
+                                   add_qc_arguments)
 from runtime.cli.options import backend_options, chain_options, input_path
 from runtime.io.nifti_io import default_output_dir
 
@@ -32,6 +33,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, ChainOptions
     add_chain_arguments(p)
     add_backend_arguments(p.add_argument_group("how the networks run (as runtime.run)"))
     add_postprocess_argument(p)
+    add_orientation_argument(p)
     add_qc_arguments(p)
     add_common_arguments(p)
     args = p.parse_args(argv)

@@ -36,6 +36,7 @@ class ChainOptions:
     postprocess: bool = True
     force: bool = False
     quiet: bool = True
+    orientation: str = "check"  # checked on the tract step; "fix" fixes the peaks for every step
     tract_artifacts: str | None = None
     endings_artifacts: str | None = None
     tom_artifacts: str | None = None
@@ -80,7 +81,8 @@ class ChainOptions:
         tract = task == "tract_segmentation"
         return RunOptions(output_type=task, artifacts=str(self.bundle_dir(task)), backend=self.backend,
                           save=SaveOptions(postprocess=self.postprocess), qc=self.qc if tract else QCOptions(),
-                          force=self.force, quiet=self.quiet)
+                          force=self.force, quiet=self.quiet,
+                          orientation=self.orientation if tract or self.orientation == "fix" else "off")
 
     def output_record(self) -> dict[str, Any]:
         """What shapes a chain's outputs (the study runner's done-records compare it)."""

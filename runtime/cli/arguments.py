@@ -9,7 +9,7 @@ from runtime.cli import path_arg
 from runtime.models.bundles import TASKS, TRACT_DEFINITIONS
 from runtime.models.manifest_schema import PRECISIONS
 from runtime.network.backends import BACKENDS
-from runtime.options import CSD_TYPES, PEAKS_ENGINES
+from runtime.options import CSD_TYPES, ORIENTATION_MODES, PEAKS_ENGINES
 from runtime.tracking.api import DEFAULT_SEED
 from runtime.tracking.writers import FORMATS
 
@@ -33,9 +33,16 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tract_segmentations_path", metavar="DIR", type=path_arg,
                    help="TOM: the bundle masks (default: <output>/bundle_segmentations, from a tract_segmentation "
                         "run)")
+    add_orientation_argument(p)
     p.add_argument("--flip", action="store_true",
                    help="accepted for upstream's command lines and, as upstream 2.10 does, not applied (its "
                         "Config.FLIP_OUTPUT_PEAKS is never read): TOMs are written unchanged")
+
+
+def add_orientation_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--orientation", choices=ORIENTATION_MODES, default="check",
+                   help="check the peaks for a flipped axis before the network: check (default: warn), fix (undo "
+                        "a confident flip), off")
 
 
 def add_save_arguments(p: argparse.ArgumentParser) -> None:

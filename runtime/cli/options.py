@@ -52,7 +52,8 @@ def run_options(p: argparse.ArgumentParser, args: argparse.Namespace, raw: bool 
                                            postprocess=not args.no_postprocess, rescale_dm=args.rescale_dm),
                           qc=QCOptions(statistics=args.statistics, preview=args.preview),
                           raw=raw_input_options(args) if raw else None,
-                          tract_segmentations_path=args.tract_segmentations_path, force=args.force, quiet=args.quiet)
+                          tract_segmentations_path=args.tract_segmentations_path, force=args.force, quiet=args.quiet,
+                          orientation=args.orientation)
     except ValueError as error:
         _usage(p, error)
 
@@ -67,6 +68,7 @@ def chain_options(p: argparse.ArgumentParser, args: argparse.Namespace, backend:
     try:
         return ChainOptions(backend=backend, qc=QCOptions(statistics=args.statistics, preview=args.preview),
                             postprocess=not args.no_postprocess, force=args.force, quiet=args.quiet,
+                            orientation=args.orientation,
                             tract_artifacts=args.tract_artifacts, endings_artifacts=args.endings_artifacts,
                             tom_artifacts=args.tom_artifacts, artifacts_root=args.artifacts_root, bundles=bundles,
                             tracking=TrackingOptions(args.nr_fibers, args.tracking_dilation, args.tracking_format,

@@ -7,12 +7,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runtime.checks.preflight import check_outputs
 from runtime.io.peaks_input import PeaksInput, ReadPeaks, check_aspect, read_peaks
 from runtime.models.manifest import Manifest
 from runtime.options import RunOptions
 from runtime.qc.collectors import preview_dependency_check
+from runtime.runner.orientation import check_orientation
 from runtime.tom import check_masks, default_masks_dir
 
 
@@ -29,6 +31,7 @@ class CheckedSubject:
     read_seconds: float = 0.0
     masks: Path | None = None  # TOM: the bundle segmentations folder, checked
     carried: tuple[tuple[Path, Path], ...] = ()  # (final path, where it is now): committed with the outputs
+    orientation: dict[str, Any] | None = None  # the orientation check's verdict (runtime.runner.orientation)
 
     def take_peaks(self) -> ReadPeaks:
         """The input, handed over: this record no longer holds it, so the pipeline frees it as soon as the
@@ -58,14 +61,16 @@ def check_destination(peaks: PeaksInput | ReadPeaks, outdir: Path, options: RunO
 def read_subject(peaks: PeaksInput | ReadPeaks, outdir: Path, files: list[Path], options: RunOptions,
                  manifest: Manifest, report: Path | None = None,
                  carried: tuple[tuple[Path, Path], ...] = ()) -> CheckedSubject:
-    """The input read with all its checks and the cube's aspect; TOM: its bundle masks. ``carried``: files made
-    before the run (a raw input's peaks) to commit with the outputs. Raises TractSegError."""
+    """The input read with all its checks, the cube's aspect and the orientation check; TOM: its bundle masks.
+    ``carried``: files made before the run (a raw input's peaks) to commit with the outputs. Raises
+    TractSegError."""
     started = time.perf_counter()
     given = check_aspect(read_peaks(peaks, manifest.slice_size, options.model.largest_part.n_classes))
     read_seconds = round(time.perf_counter() - started, 3)
+    orientation = check_orientation(given, options.orientation)
     masks = None
     if options.model.task == "TOM":
         masks = check_masks(options.tract_segmentations_path or default_masks_dir(outdir), options.model.bundles,
                             given.data.shape[:3], given.affine)
     extra = tuple(final for final, _ in carried if final not in files)
-    return CheckedSubject(given, outdir, tuple(files) + extra, report, read_seconds, masks, carried)
+    return CheckedSubject(given, outdir, tuple(files) + extra, report, read_seconds, masks, carried, orientation)

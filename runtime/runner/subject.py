@@ -102,4 +102,5 @@ def run_subject(pipeline: TractSegPipeline, checked: CheckedSubject, options: Ru
     rss = peak_rss_mb()
     document = run_document(result.source, result.placement, pipeline.manifest.slice_size, options,
                             pipeline.record(), stats, timings, rss, written)
+    document["orientation"] = checked.orientation
     return RunReport(tuple(written), document["timings_s"], stats.run if stats else None, rss, document)
