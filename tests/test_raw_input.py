@@ -3,6 +3,7 @@ NIfTI + FSL bvals/bvecs) through each peak engine and the S=16 bundle: the masks
 file the run kept, and bad inputs are one line, exit 1, nothing written."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -75,8 +76,31 @@ def test_bad_raw_inputs_are_one_line_and_write_nothing(dwi, tract_small, tmp_pat
                      str(dwi.bvecs), "--brain_mask", str(dwi.mask)], str(short))
     refused(capsys, [str(dwi.dwi), *base, "--raw_diffusion_input", "--bvals", str(tmp_path / "missing.bvals"),
                      "--bvecs", str(dwi.bvecs)], "missing.bvals")
+    if importlib.util.find_spec("dipy") is not None:  # the dipy engine reads the data itself
+        truncated = tmp_path / "truncated.nii.gz"
+        whole = dwi.dwi.read_bytes()
+        truncated.write_bytes(whole[: len(whole) // 2])
+        refused(capsys, [str(truncated), *base, "--raw_diffusion_input", "--bvals", str(dwi.bvals), "--bvecs",
+                         str(dwi.bvecs), "--brain_mask", str(dwi.mask), "--peaks-engine", "dipy"],
+                str(truncated), "file truncated or corrupt")
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tractseg-aot-peaks")]
+
+
+def test_nan_voxels_are_left_out_by_the_dipy_engine(dwi, tract_small, tmp_path, capsys):
+    """NaN voxels in a DWI: the mrtrix engine takes the file; so does dipy's, leaving them out with a warning."""
+    pytest.importorskip("dipy", reason="the [diffusion] extra (dipy) is not installed")
+    image = nib.load(dwi.dwi)
+    data = image.get_fdata(dtype=np.float32)
+    data[6:8, 6:8, 6:8, :] = np.nan
+    nan_dwi = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(data, image.affine), nan_dwi)
+    code = main([str(nan_dwi), "-o", str(tmp_path / "out"), "--artifacts", str(tract_small), "--quiet",
+                 "--raw_diffusion_input", "--bvals", str(dwi.bvals), "--bvecs", str(dwi.bvecs), "--peaks-engine",
+                 "dipy"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "8 voxel(s) hold NaN or inf values" in err and len(masks(tmp_path / "out")) == 72
 
 
 def test_study_runner_takes_raw_inputs(dwi, tract_small, tmp_path):

@@ -15,6 +15,7 @@ The fit runs in ``nthreads`` worker processes (every core by default) on chunks 
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -24,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.diffusion.inputs import DiffusionInputs, shell_masks
-from runtime.errors import InputError
+from runtime.errors import InputError, one_line
 from runtime.host import require_dipy
 
+log = logging.getLogger("tractseg_aot")
 SH_ORDER = 8
 FA_THRESHOLD = 0.7
 MIN_RESPONSE_VOXELS = 30
@@ -36,6 +38,26 @@ MEDIAN_RADIUS = 2
 MEDIAN_PASSES = 1
 
 
+
+
+def read_dwi(path: str | os.PathLike[str]) -> np.ndarray:
+    """The DWI's data as float32; a truncated or corrupt file is one line naming it. Voxels with a non-finite
+    value (NaN, inf) are set to 0 in every volume, with a warning: outside the data, as MRtrix treats them (dipy's
+    fit does not converge on them)."""
+    import nibabel as nib
+
+    try:
+        data = np.asarray(nib.load(path).get_fdata(dtype=np.float32))
+    except MemoryError:
+        raise
+    except Exception as error:  # truncated gzip (EOFError, zlib.error), short file (ValueError, OSError)
+        raise InputError(f"{path}: cannot read the data, file truncated or corrupt ({one_line(error, 120)})") \
+            from None
+    bad = ~np.isfinite(data).all(axis=-1)
+    if bad.any():
+        data[bad] = 0.0
+        log.warning("%s: %d voxel(s) hold NaN or inf values; they are left out (set to 0)", path, int(bad.sum()))
+    return data
 
 
 def world_gradients(bvecs_fsl: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -102,7 +124,7 @@ def run(inputs: DiffusionInputs, mask: np.ndarray | None, nthreads: int | None) 
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    data = np.asarray(nib.load(inputs.dwi).get_fdata(dtype=np.float32))
+    data = read_dwi(inputs.dwi)
     timings["read"] = time.perf_counter() - start
 
     b0 = inputs.b0s
