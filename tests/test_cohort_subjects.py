@@ -224,3 +224,14 @@ def test_parts_are_validated(num_parts: int, part_id: int) -> None:
     with pytest.raises(ValueError) as caught:
         split_parts([], num_parts, part_id)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("pattern", ["/etc/*", "../*/*", "sub-*/../../*"])
+def test_a_pattern_that_leaves_the_study_is_refused_before_any_work(tmp_path, capsys, pattern):
+    from runtime.cohort.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "-o", str(tmp_path / "out"), "--pattern", pattern])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "must not leave the folder" in err and pattern in err
+    assert not (tmp_path / "out").exists()

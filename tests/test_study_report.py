@@ -25,7 +25,7 @@ VOXEL_ML = 1.5 * 1.5 * 2.0 / 1000
 BUNDLES = ("AF_left", "CA", "CST_right")
 BASE_VOXELS = {"AF_left": 300, "CA": 40, "CST_right": 500}
 ERROR = "peaks.nii.gz: expected 4D with 9 channels, got (10, 10, 10) <&> \"quoted\""
-SUBJECTS = ("sub-01", "sub-02", "sub-03", "sub-04", "sub-05", "sub-06")
+SUBJECTS = ("sub-01", "sub-02", "sub-03", "sub-04", "sub-05", "sub-06", "sub-07", "sub-08")  # 6 done: >= 5 to flag
 FAILED, SKIPPED, OUTLIER = "sub-03", "sub-06", "sub-04"          # sub-04: CA 10x bigger
 BROWSER_TIMEOUT_S = 60
 
@@ -49,7 +49,7 @@ def tiny_png(path: Path, rgb: tuple[int, int, int]) -> None:
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], dict[str, dict[str, int]]]:
-    """OUTROOT with 6 subjects: 4 done (one an outlier), one failed, one skipped; voxel counts per subject."""
+    """OUTROOT with 8 subjects: 6 done (one an outlier), one failed, one skipped; voxel counts per subject."""
     outroot = tmp_path_factory.mktemp("cohort")
     rows, voxels = [], {}
     for n, subject in enumerate(SUBJECTS):
@@ -67,7 +67,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], 
                       for i, (b, c) in enumerate(counts.items())}
         write_statistics(statistics_document(per_bundle, masks_meta(subject=subject)),
                          outroot / subject / "statistics.json")
-        tiny_png(outroot / subject / "preview.png", (200, 30 + 40 * n, 60))
+        tiny_png(outroot / subject / "preview.png", (200, 30 + 25 * n, 60))
     write_study_report(outroot, rows)
     return outroot, rows, voxels
 
@@ -127,9 +127,12 @@ def test_robust_z() -> None:
     x = np.array([1.0, 2.0, 3.0, 4.0, 100.0])                     # median 3, MAD 1
     np.testing.assert_allclose(robust_z(x), (x - 3.0) / 1.4826, rtol=1e-12)
     assert np.flatnonzero(np.abs(robust_z(x)) > OUTLIER_Z).tolist() == [4]
-    z = robust_z([5.0, 5.0, 5.0, 6.0, 4.0, np.nan])                 # MAD 0
-    assert z[:3].tolist() == [0.0, 0.0, 0.0] and z[3] == np.inf and z[4] == -np.inf and np.isnan(z[5])
+    z = robust_z([5.0, 5.0, 5.0, 6.0, 4.0, np.nan])                 # MAD 0: the mean absolute deviation instead
+    assert z[:3].tolist() == [0.0, 0.0, 0.0] and np.isnan(z[5]) and np.isfinite(z[:5]).all()
+    np.testing.assert_allclose(z[3:5], [1 / (1.253314 * 0.4), -1 / (1.253314 * 0.4)], rtol=1e-12)
+    assert robust_z([7.0] * 6).tolist() == [0.0] * 6                # all equal: nobody stands out
     assert np.isnan(robust_z([np.nan, np.nan])).all()
+    assert np.isnan(robust_z([1.0, 50.0, 2.0])).all()               # n = 3: too few to flag anyone
 
 
 def test_statistics_csv(cohort) -> None:
@@ -169,7 +172,7 @@ def test_rerun_gives_same_files(cohort) -> None:
     assert before == {name: (outroot / name).read_bytes() for name in ("statistics.csv", "report.html")}
     recovered = rows_from_disk(outroot)                              # rows lost: rebuilt from statistics.json
     assert [(r["subject"], r["status"]) for r in recovered] == [(s, "done") for s in ("sub-01", "sub-02", "sub-04",
-                                                                                      "sub-05")]
+                                                                                      "sub-05", "sub-07", "sub-08")]
 
 
 def chromium() -> str:

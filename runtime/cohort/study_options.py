@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from runtime.chain import ChainOptions
@@ -34,6 +36,9 @@ class StudyOptions:
 
     def __post_init__(self) -> None:
         check_parts(self.num_parts, self.part_id)  # ValueError, one line
+        if os.path.isabs(self.pattern) or ".." in Path(self.pattern).parts:
+            raise ValueError(f"--pattern {self.pattern!r}: a pattern is searched inside each input folder; it "
+                             "must be relative and must not leave the folder (no leading / and no ..)")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"--workers must be >= 0, not {self.workers}")
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
