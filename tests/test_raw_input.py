@@ -130,10 +130,10 @@ def test_bids_app_participant_and_group(dwi, tract_small, tmp_path):
     """A one-participant BIDS dataset made from the phantom: participant level writes BIDS-named masks equal to
     the study runner's files and resumes; group level writes the study report."""
     pytest.importorskip("dipy", reason="the [diffusion] extra (dipy) is not installed")
-    import json
     import subprocess
     import sys
 
+    from runtime.cohort.records import read_cohort_table
     from tests.run_support import REPO
 
     bids = tmp_path / "bids"
@@ -143,20 +143,31 @@ def test_bids_app_participant_and_group(dwi, tract_small, tmp_path):
     shutil.copy(dwi.dwi, folder / "sub-01_dwi.nii.gz")
     shutil.copy(dwi.bvals, folder / "sub-01_dwi.bval")
     shutil.copy(dwi.bvecs, folder / "sub-01_dwi.bvec")
+    broken = bids / "sub-02" / "dwi"  # a series without .bval: it fails alone, the other one runs
+    broken.mkdir(parents=True)
+    shutil.copy(dwi.dwi, broken / "sub-02_dwi.nii.gz")
+    shutil.copy(dwi.bvecs, broken / "sub-02_dwi.bvec")
     out = tmp_path / "derivatives"
     argv = [sys.executable, "-m", "runtime.bids", str(bids), str(out), "participant", "--artifacts", str(tract_small),
             "--peaks-engine", "dipy", "--workers", "0", "--nr_cpus", "2", "--statistics"]
     first = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 1, first.stderr
+    rows = {row["subject"]: row for row in read_cohort_table(out / "tractseg_output" / "cohort.csv")}
+    assert rows["sub-01"]["status"] == "done" and rows["sub-02"]["status"] == "failed"
+    assert "sub-02_dwi.nii.gz: no .bval file" in rows["sub-02"]["error"]
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "tractseg-aot"
+    assert "peaks computed by the dipy engine" in description["GeneratedBy"][0]["Description"]
+    assert (out / ".bidsignore").read_text() == "tractseg_output/\n"
+    sidecar = json.loads((out / "sub-01" / "dwi" / "sub-01_space-orig_label-CSTleft_mask.json").read_text())
+    assert sidecar["Sources"] == ["bids:raw:sub-01/dwi/sub-01_dwi.nii.gz"] and sidecar["Bundle"] == "CST_left"
     bids_mask = out / "sub-01" / "dwi" / "sub-01_space-orig_label-CSTleft_mask.nii.gz"
     ours = out / "tractseg_output" / "sub-01" / "bundle_segmentations" / "CST_left.nii.gz"
     assert np.array_equal(np.asarray(nib.load(bids_mask).dataobj), np.asarray(nib.load(ours).dataobj))
     assert len(list((out / "sub-01" / "dwi").glob("*_mask.nii.gz"))) == 72
     again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "1 done earlier, 0 to run" in again.stdout, again.stdout + again.stderr
+    assert again.returncode == 1 and "1 done earlier, 1 to run" in again.stdout, again.stdout + again.stderr
     group = subprocess.run([sys.executable, "-m", "runtime.bids", str(bids), str(out), "group"], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
-    assert group.returncode == 0, group.stderr
+    assert group.returncode == 1, group.stderr  # the report is written; a failed series is the exit status
     assert (out / "tractseg_output" / "report.html").is_file()

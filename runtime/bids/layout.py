@@ -53,6 +53,7 @@ class BidsDwi:
     bvec: Path
     brain_mask: Path | None
     entities: dict[str, str] = field(default_factory=dict)  # the DWI's, in file-name order, suffix excluded
+    problem: str | None = None  # why this series cannot run (no .bval, two masks...): it fails alone, one line
 
     @property
     def name(self) -> str:
@@ -118,11 +119,25 @@ def _brain_mask(bids_dir: Path, relative: Path, entities: dict[str, str], dwi: P
     return found[0] if found else None
 
 
+def _series(root: Path, relative: Path, participant: str, session: str | None, dwi: Path,
+            entities: dict[str, str], folders: list[Path]) -> BidsDwi:
+    """One series; a missing or ambiguous bval/bvec/mask is kept as its ``problem`` (that series fails alone in
+    the study's table, the others run)."""
+    exact = dwi.parent / dwi.name.split(".", 1)[0]
+    try:
+        return BidsDwi(participant, session, dwi, _gradient_file(dwi, entities, ".bval", folders),
+                       _gradient_file(dwi, entities, ".bvec", folders), _brain_mask(root, relative, entities, dwi),
+                       entities)
+    except InputError as problem:
+        return BidsDwi(participant, session, dwi, exact.with_name(exact.name + ".bval"),
+                       exact.with_name(exact.name + ".bvec"), None, entities, str(problem))
+
+
 def find_dwis(bids_dir: str | Path, participant_labels: Sequence[str] | None = None,
               session_labels: Sequence[str] | None = None, *, require_description: bool = True) -> list[BidsDwi]:
     """Every DWI of the selected participants and sessions, sorted by participant, session, name. Raises
-    InputError (one line) for a missing dataset, an unknown label, a DWI without bval/bvec, and when nothing is
-    found."""
+    InputError (one line) for a missing dataset, an unknown label, and when nothing is found; a DWI without
+    bval/bvec (or with two masks) is returned with its ``problem``."""
     root = Path(bids_dir)
     if not root.is_dir():
         raise InputError(f"{root}: BIDS folder not found")
@@ -149,10 +164,7 @@ def find_dwis(bids_dir: str | Path, participant_labels: Sequence[str] | None = N
                 if entities.get("sub") != participant or entities.get("ses") != session:
                     raise InputError(f"{dwi}: its name's sub/ses entities do not match its folder")
                 folders = [root / relative.parent] + ([root / f"sub-{participant}"] if session else []) + [root]
-                found.append(BidsDwi(participant, session, dwi,
-                                     _gradient_file(dwi, entities, ".bval", folders),
-                                     _gradient_file(dwi, entities, ".bvec", folders),
-                                     _brain_mask(root, relative, entities, dwi), entities))
+                found.append(_series(root, relative, participant, session, dwi, entities, folders))
     if not found:
         raise InputError(f"{root}: no sub-*/[ses-*/]dwi/*_dwi.nii[.gz] for the selected participants")
     return found

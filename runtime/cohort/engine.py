@@ -112,7 +112,7 @@ def run_subjects(subjects: list[Subject], outroot: str, per_subject: RunOptions 
         for subject in subjects:
             # the subject's network / bundle bars, in this process
             yield process_subject(subject.id, str(subject.peaks), outroot, per_subject, bundle_id, subject.gradients,
-                                  progress=not per_subject.quiet)
+                                  progress=not per_subject.quiet, problem=subject.problem)
         return
     dask, distributed = _dask()
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
@@ -135,7 +135,7 @@ def run_subjects(subjects: list[Subject], outroot: str, per_subject: RunOptions 
                 from None
         try:
             submit = lambda s: client.submit(process_subject, s.id, str(s.peaks), outroot, per_subject, bundle_id,  # noqa: E731
-                                             s.gradients, key=f"tractseg-{s.id}", pure=False)
+                                             s.gradients, problem=s.problem, key=f"tractseg-{s.id}", pure=False)
             for future, subject in submit_window(submit, distributed.as_completed, subjects,
                                                  window_size(client, workers)):
                 try:

@@ -171,7 +171,8 @@ def _run(options: StudyOptions, per_subject: Any, subjects: list[Subject], outro
         path, merged = write_study_table(outroot, table.rows())
         log.info("study tractometry table of %d subject(s): %s", merged, path)
     if per_subject.qc.statistics or chain is not None:
-        write_study_report(outroot, table.rows())
+        _, page = write_study_report(outroot, table.rows())
+        log.info("study report: %s", page)
     result = StudyResult(tuple(table.rows()), table.path)
     (log.warning if result.failed else log.info)("%d done, %d failed; %s", len(result.rows) - len(result.failed),
                                                  len(result.failed), table.path)

@@ -54,6 +54,7 @@ class Subject:
     id: str
     peaks: Path
     gradients: tuple[str | None, str | None, str | None] | None = None  # a DWI's bvals, bvecs, mask (BIDS)
+    problem: str | None = None  # known before the run (a BIDS series without .bval): the subject fails with it
 
 
 def safe_id(raw: str) -> str:

@@ -22,7 +22,7 @@ from runtime.chain import ChainOptions
 from runtime.cohort.chain_subject import run_chain_subject, scalar_identity, scalar_unchanged
 from runtime.cohort.records import (CohortRow, InputIdentity, done_record, is_done, remove_done_record,
                                     write_done_record)
-from runtime.errors import TractSegError, one_line
+from runtime.errors import InputError, TractSegError, one_line
 from runtime.host import CollectLines, peak_rss_mb, save_traceback
 from runtime.io.checksum import sha256_of
 from runtime.io.peaks_input import check_input_path
@@ -103,17 +103,20 @@ def with_gradients(per_subject: RunOptions | ChainOptions, gradients: Gradients 
 
 def process_subject(subject: str, peaks: str, outroot: str, per_subject: RunOptions | ChainOptions,
                     bundle_id: str, gradients: Gradients | None = None,
-                    progress: bool = False) -> CohortRow:
+                    progress: bool = False, problem: str | None = None) -> CohortRow:
     """Segment one subject (``per_subject`` a ChainOptions: run the whole chain,
     :mod:`runtime.cohort.chain_subject`); returns its cohort.csv row (status done or failed). Never raises for a
     subject: an unexpected error fails that subject alone, as a Dask task's exception does, with the traceback
-    saved. ``gradients``: see :func:`with_gradients`."""
+    saved. ``gradients``: see :func:`with_gradients`; ``problem``: a reason known before the run (a BIDS series
+    without .bval), the subject's row fails with it."""
     folder = Path(outroot) / subject
     started = time.perf_counter()
     row = CohortRow(subject=subject, peaks=peaks, worker=worker_name())
     chain = per_subject if isinstance(per_subject, ChainOptions) else None
     with _LOCK, subject_log() as warnings:
         try:
+            if problem is not None:
+                raise InputError(problem)
             wait_for_lock(folder)
             per_subject = with_gradients(per_subject, gradients)
             shaping = per_subject.output_record()
