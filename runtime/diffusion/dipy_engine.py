@@ -118,7 +118,6 @@ def run(inputs: DiffusionInputs, mask: np.ndarray | None, nthreads: int | None) 
     require_dipy("diffusion")
     from dipy.core.gradients import gradient_table
     from dipy.segment.mask import median_otsu
-    import nibabel as nib
 
     from runtime.diffusion.csd_fit import CSD
 
