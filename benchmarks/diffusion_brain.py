@@ -137,3 +137,23 @@ def simulate_from_peaks(peaks_path: Path, folder: Path, *, shells: tuple[float, 
     np.savetxt(phantom.bvals, bvals[None, :], fmt="%g")
     np.savetxt(phantom.bvecs, world_to_fsl(gradients, affine).T, fmt="%.8f")
     return phantom
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.diffusion_brain PEAKS OUT_DIR [--upsample 2] [--snr 30]``: a DWI to try
+    ``--raw_diffusion_input`` with (OUT_DIR/Diffusion.nii.gz, .bvals, .bvecs, nodif_brain_mask.nii.gz)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.diffusion_brain", description=main.__doc__.split("\n")[0])
+    p.add_argument("peaks", type=Path, help="a 9-channel peaks image, e.g. upstream's example peaks")
+    p.add_argument("out", type=Path, help="folder for Diffusion.nii.gz, .bvals, .bvecs and the brain mask")
+    p.add_argument("--upsample", type=int, default=1, help="2: an HCP-size grid from the 2.5 mm example")
+    p.add_argument("--snr", type=float, default=30.0)
+    args = p.parse_args(argv)
+    simulate_from_peaks(args.peaks, args.out, upsample=args.upsample, snr=args.snr)
+    print(f"wrote {args.out / 'Diffusion.nii.gz'} (+ .bvals, .bvecs, nodif_brain_mask.nii.gz)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     def action() -> None:
         run_chain(args.peaks, args.output or default_output_dir(args.peaks), args.scalar, options)
 
-    return guarded(action, options.quiet, final=argv is None)
+    return guarded(action, options.quiet, final=argv is None, prog="tractseg-aot-chain")
 
 
 if __name__ == "__main__":

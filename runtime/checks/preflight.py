@@ -127,7 +127,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_outputs(files: Sequence[Path], force: bool, report: Path | None = None,
-                  inputs: Sequence[Path] = ()) -> None:
+                  inputs: Sequence[Path] = (), force_hint: str = "use --force") -> None:
     """Every output's folder is writable, no output exists (or ``force``: it will be replaced), and neither the
     report nor any output is an input (the report is no output either)."""
     for path in [*files, *([report] if report else [])]:
@@ -157,4 +157,4 @@ def check_outputs(files: Sequence[Path], force: bool, report: Path | None = None
             raise OutputError(f"{f}: is a directory, cannot write an output file there")
     if existing and not force:
         more = f" and {len(existing) - 1} more output(s)" if len(existing) > 1 else ""
-        raise OutputError(f"{existing[0]}{more} already exist(s); use --force to overwrite")
+        raise OutputError(f"{existing[0]}{more} already exist(s); {force_hint} to overwrite")

@@ -182,7 +182,7 @@ def check_foreign_files(existing: list[Path], files: set[Path]) -> None:
 
 @contextmanager
 def output_folder(outdir: Path, files: list[Path], force: bool, needed_bytes: int,
-                  retired: list[Path] = ()) -> Iterator[StagedOutputs]:
+                  retired: list[Path] = (), force_hint: str = "use --force") -> Iterator[StagedOutputs]:
     """Lock ``outdir``, clean stale staging, refuse existing outputs unless ``force``, stage, and commit when the
     block succeeds. ``files`` are the final paths of every output (under ``outdir``); each top-level entry that
     holds them is renamed into place as one. Under ``force`` an existing entry is replaced whole, so it is refused
@@ -205,7 +205,7 @@ def output_folder(outdir: Path, files: list[Path], force: bool, needed_bytes: in
             existing = staged.existing()
             if existing and not force:
                 more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-                raise OutputError(f"{existing[0]}{more} already exist(s); use --force to overwrite")
+                raise OutputError(f"{existing[0]}{more} already exist(s); {force_hint} to overwrite")
             check_foreign_files(existing + [outdir / n for n in staged.retired if os.path.lexists(outdir / n)],
                                 set(files) | set(retired))
             try:

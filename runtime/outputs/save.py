@@ -51,8 +51,9 @@ def save_segmentation(segmentation: Segmentation, outdir: str | os.PathLike[str]
     root = Path(outdir)
     files = segmentation.files(root, save) + ([root / STATISTICS_FILE] if statistics else [])
     other = segmentation.files(root, save.replace(single_file=not save.single_file))
-    check_outputs(files, force)
-    with output_folder(root, files, force, segmentation.needed_bytes(save) + EXTRAS_BYTES, other) as staged:
+    hint = "pass force=True"  # a Python caller: no command-line flag to name
+    check_outputs(files, force, force_hint=hint)
+    with output_folder(root, files, force, segmentation.needed_bytes(save) + EXTRAS_BYTES, other, hint) as staged:
         written, _ = write_result(segmentation, staged, save, QCOptions(statistics=statistics),
                                   subject or subject_name(segmentation.source))
     return written

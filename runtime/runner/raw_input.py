@@ -43,6 +43,8 @@ def peaks_from_raw(dwi: str | os.PathLike[str], outdir: Path, options: RawInputO
     parent = next((p for p in (outdir, *outdir.parents) if p.is_dir()), Path(".")).resolve()
     work = parent / f".tractseg-aot-peaks-{secrets.token_hex(6)}"
     work.mkdir()
+    log.info("computing the peaks of %s (%s engine, %s): a minute or more; at HCP size many minutes", dwi,
+             options.peaks_engine, options.csd_type)
     try:
         result = peaks_from_dwi(dwi, options.bvals, options.bvecs, options.brain_mask, engine=options.peaks_engine,
                                 csd_type=options.csd_type, nthreads=threads, workdir=work,

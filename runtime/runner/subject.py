@@ -97,8 +97,8 @@ def run_subject(pipeline: TractSegPipeline, checked: CheckedSubject, options: Ru
     timings = {"open_backend": pipeline.open_seconds, **result.timings, "load": checked.read_seconds,
                **write_timings, "total": round(time.perf_counter() - started + checked.read_seconds, 3)}
     stats = result.slices
-    log.info("wrote %d file(s) under %s (%d slices run, %d empty slices skipped)", len(written), checked.outdir,
-             stats.run if stats else 0, stats.skipped if stats else 0)
+    log.info("wrote %d file(s) under %s (network: %d slices, %d run, %d empty ones skipped)", len(written),
+             checked.outdir, stats.slices if stats else 0, stats.run if stats else 0, stats.skipped if stats else 0)
     rss = peak_rss_mb()
     document = run_document(result.source, result.placement, pipeline.manifest.slice_size, options,
                             pipeline.record(), stats, timings, rss, written)
