@@ -112,6 +112,7 @@ class RunOptions(_Replace):
     qc: QCOptions = QCOptions()
     raw: RawInputOptions | None = None
     tract_segmentations_path: str | None = None
+    tom_bundles: tuple[str, ...] | None = None  # TOM: only these bundles (and the part models that hold them)
     force: bool = False
     quiet: bool = False
     orientation: str = "check"
@@ -135,6 +136,11 @@ class RunOptions(_Replace):
             found.append("--rescale_dm is only used with --output_type dm_regression")
         if self.tract_segmentations_path is not None and self.output_type != "TOM":
             found.append("--tract_segmentations_path is only used with --output_type TOM")
+        if self.tom_bundles is not None:
+            unknown = [b for b in self.tom_bundles if b not in self.model.bundles]
+            if self.output_type != "TOM" or unknown or not self.tom_bundles:
+                found.append(f"tom_bundles: a non-empty subset of the TOM model's bundles for --output_type TOM "
+                             f"({unknown[0] if unknown else self.output_type})")
         return found
 
     @property
@@ -153,6 +159,7 @@ class RunOptions(_Replace):
                 "postprocess": self.save.postprocess, "statistics": self.qc.statistics, "preview": self.qc.preview,
                 "precision": self.backend.precision,
                 **({"tract_segmentations_path": self.tract_segmentations_path} if self.output_type == "TOM" else {}),
+                **({"tom_bundles": list(self.tom_bundles)} if self.tom_bundles is not None else {}),
                 **({"rescale_dm": self.save.rescale_dm} if self.output_type == "dm_regression" else {}),
                 **({"raw_diffusion_input": self.raw.record()} if self.raw is not None else {}),
                 **({"orientation": "fix"} if self.orientation == "fix" else {})}  # check / off change no output
@@ -162,7 +169,8 @@ class RunOptions(_Replace):
         peaks.nii.gz for a raw diffusion input (an engine's brain mask and intermediates join at run time)."""
         root = Path(outdir)
         model = self.model
-        files = output_paths(model.task, model.bundles, self.save.single_file, self.save.probabilities, root)
+        files = output_paths(model.task, self.tom_bundles or model.bundles, self.save.single_file,
+                             self.save.probabilities, root)
         return files + [root / name for name, on in ((STATISTICS_FILE, self.qc.statistics),
                                                      (PREVIEW_FILE, self.qc.preview),
                                                      (PEAKS_FILE, self.raw is not None)) if on]

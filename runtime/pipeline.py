@@ -145,14 +145,22 @@ class TractSegPipeline:
     @property
     def slices_per_subject(self) -> int:
         """Slices one subject runs through the network (progress bars): 3 x S, TOM 4 parts x S."""
+        return self.slices_for()
+
+    def slices_for(self, bundles: tuple[str, ...] | None = None) -> int:
+        """Slices run for ``bundles`` (TOM: only the parts that hold them; None: every bundle)."""
         models = self.model.parts or (self.model,)
+        if bundles is not None and self.model.parts:
+            models = tuple(m for m in models if set(m.bundles) & set(bundles))
         return sum(len(m.directions) for m in models) * self.manifest.slice_size
 
     def predict(self, peaks: PeaksInput | ReadPeaks, progress: Callable[[int], None] | None = None,
-                masks: str | os.PathLike[str] | None = None) -> Segmentation | TOMResult:
+                masks: str | os.PathLike[str] | None = None,
+                bundles: tuple[str, ...] | None = None) -> Segmentation | TOMResult:
         """Segment one subject; ``progress(n)`` is called as slices complete (:attr:`slices_per_subject` in all).
         TOM: a :class:`runtime.tom.TOMResult` whose parts run when its bundles are asked for (``masks``: the
-        bundle segmentations folder its TOMs are masked with)."""
+        bundle segmentations folder its TOMs are masked with; ``bundles``: only these, so only the parts that
+        hold them run)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         given = self.read(peaks)
@@ -180,7 +188,8 @@ class TractSegPipeline:
                 timings["network"] = round(timings.get("network", 0.0) + time.perf_counter() - t1, 3)
                 return found
 
-            return TOMResult(bundles=self.model.bundles, part_bundles=tuple(p.bundles for p in self.model.parts),
+            wanted = tuple(b for b in self.model.bundles if bundles is None or b in bundles)  # part by part
+            return TOMResult(bundles=wanted, part_bundles=tuple(p.bundles for p in self.model.parts),
                              source=source, placement=placement, run_part=run_part,
                              masks=None if masks is None else Path(masks), timings=timings, model=self.model.name)
         t0 = time.perf_counter()

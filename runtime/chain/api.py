@@ -25,6 +25,7 @@ from typing import Any
 import nibabel as nib
 
 from runtime.chain.options import STEP_TASKS, TRACTOMETRY_CSV, ChainOptions
+from runtime.chain.resume import STEPS, ChainRecord, identity
 from runtime.checks.preflight import check_outputs, find_manifest
 from runtime.errors import ArtifactError, InputError
 from runtime.host import peak_rss_mb, require_dipy
@@ -54,6 +55,9 @@ class ChainPlan:
     options: ChainOptions
     steps: tuple[tuple[RunOptions, Manifest], ...]
     profiled: tuple[str, ...]  # the tracked bundles that upstream's Tractometry profiles, in its order
+    record: ChainRecord | None = None  # what an earlier run of this chain finished (runtime.chain.resume)
+    skipped: tuple[str, ...] = ()  # steps done earlier with the same inputs and options
+    step_records: dict[str, dict[str, Any]] | None = None  # each step's options, as the record keeps them
 
     @property
     def bundle_id(self) -> str:
@@ -101,14 +105,28 @@ def check_scalar(scalar: Path, peaks: Path) -> None:
 
 
 def planned_outputs(plan_steps: tuple[tuple[RunOptions, Manifest], ...], outdir: Path, options: ChainOptions,
-                    with_csv: bool) -> list[Path]:
-    """Every file the chain writes under ``outdir`` (the three steps', the tractograms and sidecars, the CSV)."""
-    files = [f for step, _ in plan_steps for f in step.output_files(outdir)]
+                    with_csv: bool) -> dict[str, list[Path]]:
+    """Every file each step writes under ``outdir`` (the three networks', the tractograms and sidecars, the
+    CSV)."""
+    files = {step.output_type: step.output_files(outdir) for step, _ in plan_steps}
     ending = extension(options.tracking.tracking_format)
-    for bundle in options.bundles:
-        tractogram = outdir / TRACKING_FOLDER / f"{bundle}.{ending}"
-        files += [tractogram, tractogram.with_name(tractogram.name + ".json")]
-    return files + ([outdir / TRACTOMETRY_CSV] if with_csv else [])
+    files["tracking"] = [path for bundle in options.bundles for path in (
+        outdir / TRACKING_FOLDER / f"{bundle}.{ending}", outdir / TRACKING_FOLDER / f"{bundle}.{ending}.json")]
+    files["tractometry"] = [outdir / TRACTOMETRY_CSV] if with_csv else []
+    return files
+
+
+def step_records(steps: tuple[tuple[RunOptions, Manifest], ...], options: ChainOptions, scalar: Path | None,
+                 profiled: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """What each step's outputs depend on besides the earlier steps' outputs (the resume record compares it)."""
+    records: dict[str, dict[str, Any]] = {step.output_type: {**step.output_record(), "bundle_id": m.bundle_id}
+                                          for step, m in steps}
+    chain = options.output_record()["chain"]
+    records["tracking"] = {k: chain[k] for k in ("bundles", "nr_fibers", "tracking_dilation", "tracking_format",
+                                                 "seed")}
+    records["tractometry"] = {"nr_points": options.nr_points, "profiled": list(profiled),
+                              "scalar": identity(scalar)}
+    return records
 
 
 def check_chain(peaks: str | os.PathLike[str], outdir: str | os.PathLike[str],
@@ -127,10 +145,20 @@ def check_chain(peaks: str | os.PathLike[str], outdir: str | os.PathLike[str],
     if scalar is not None and not profiled:
         raise InputError(f"--bundles: none of {','.join(options.bundles)} is profiled by upstream's Tractometry "
                          f"(it leaves out CA, CC, MLF, FX and the T_/ST_ bundles of PREF, PREC, POSTC, PAR, OCC)")
-    check_outputs(planned_outputs(steps, outdir, options, scalar is not None), options.force,
-                  inputs=[peaks] + ([scalar] if scalar is not None else []))
+    records = step_records(steps, options, scalar, profiled)
+    record = ChainRecord(outdir, {"peaks": identity(peaks)}, ignore=options.force)
+    skipped: list[str] = []
+    for name in STEPS:  # the steps done earlier, as long as every step before them is skipped too
+        if name == "tractometry" and scalar is None or record.state(name, records[name]) != "done":
+            break
+        skipped.append(name)
+    files = planned_outputs(steps, outdir, options, scalar is not None)
+    inputs = [peaks] + ([scalar] if scalar is not None else [])
+    run = [name for name in files if name not in skipped]
+    check_outputs([f for name in run if not record.known(name) for f in files[name]], options.force, inputs=inputs)
+    check_outputs([f for name in run if record.known(name) for f in files[name]], True, inputs=inputs)
     preview_dependency_check(options.qc.preview)
-    return ChainPlan(peaks, outdir, scalar, options, steps, profiled)
+    return ChainPlan(peaks, outdir, scalar, options, steps, profiled, record, tuple(skipped), records)
 
 
 def _progress(options: ChainOptions):
@@ -156,25 +184,45 @@ def run_chain(peaks: str | os.PathLike[str], outdir: str | os.PathLike[str],
     timings: dict[str, float] = {}
     documents: dict[str, Any] = {}
     slices = 0
+    record, records = plan.record or ChainRecord(plan.outdir, {}, ignore=True), plan.step_records or {}
+
+    def skip(index: int, step_name: str) -> bool:
+        if step_name not in plan.skipped:
+            record.mark(step_name, records.get(step_name, {}), "started")
+            return False
+        log.info("step %d/5: %s: done earlier with the same inputs and options, kept", index, step_name)
+        outputs.extend(plan.outdir / p for p in record.steps[step_name]["outputs"])
+        return True
+
     for index, (step, manifest) in enumerate(plan.steps, 1):
+        if skip(index, step.output_type):
+            continue
         log.info("step %d/5: %s", index, step.output_type)
+        step = step.replace(force=True) if record.known(step.output_type) else step  # this chain's own outputs
         # the outputs' locations were checked by check_chain; TOM reads the masks just written
         checked = read_subject(plan.peaks, plan.outdir, step.output_files(plan.outdir), step, manifest)
         report = run_subject(opener(step), checked, step, name)
+        record.mark(step.output_type, records.get(step.output_type, {}), "done", list(report.outputs))
         outputs += report.outputs
         timings[step.output_type] = report.timings_s["total"]
         slices += report.slices_run or 0
         documents[step.output_type] = report.document
-    log.info("step 4/5: tracking %d bundle(s), %d streamlines each", len(plan.options.bundles),
-             plan.options.tracking.nr_fibers)
-    t0 = time.perf_counter()
-    tractograms = track_output_folder(plan.outdir, plan.options.bundles, plan.options.tracking,
-                                      progress=_progress(plan.options), nr_cpus=plan.options.backend.threads or -1)
-    outputs += [p for t in tractograms for p in (t, t.with_name(t.name + ".json"))]
-    timings["tracking"] = round(time.perf_counter() - t0, 3)
+    if not skip(4, "tracking"):
+        log.info("step 4/5: tracking %d bundle(s), %d streamlines each", len(plan.options.bundles),
+                 plan.options.tracking.nr_fibers)
+        t0 = time.perf_counter()
+        tractograms = track_output_folder(plan.outdir, plan.options.bundles, plan.options.tracking,
+                                          progress=_progress(plan.options),
+                                          nr_cpus=plan.options.backend.threads or -1)
+        written = [p for t in tractograms for p in (t, t.with_name(t.name + ".json"))]
+        record.mark("tracking", records.get("tracking", {}), "done", written)
+        outputs += written
+        timings["tracking"] = round(time.perf_counter() - t0, 3)
     csv = None
     if plan.scalar is None:
         log.info("%s", NO_SCALAR.format(csv=TRACTOMETRY_CSV))
+    elif skip(5, "tractometry"):
+        csv = plan.outdir / TRACTOMETRY_CSV
     else:
         log.info("step 5/5: tractometry of %d bundle(s) on %s", len(plan.profiled), plan.scalar)
         t0 = time.perf_counter()
@@ -182,6 +230,7 @@ def run_chain(peaks: str | os.PathLike[str], outdir: str | os.PathLike[str],
                             plan.options.nr_points, plan.options.tracking.tracking_format, plan.profiled,
                             progress=_progress(plan.options))
         csv = table.write_csv(plan.outdir / TRACTOMETRY_CSV)
+        record.mark("tractometry", records.get("tractometry", {}), "done", [csv])
         outputs.append(csv)
         timings["tractometry"] = round(time.perf_counter() - t0, 3)
     timings["total"] = round(time.perf_counter() - started, 3)

@@ -77,11 +77,14 @@ class ChainOptions:
         return resolve_bundle_dir(own, model)
 
     def step_options(self, task: str) -> RunOptions:
-        """The RunOptions of one segmentation step (its own bundle; statistics and preview on the tract step)."""
+        """The RunOptions of one segmentation step (its own bundle; statistics and preview on the tract step; TOM:
+        only the tracked bundles' TOMs, so only the part models that hold them run)."""
         tract = task == "tract_segmentation"
+        tom = tuple(b for b in TRACTQUERIER_BUNDLES if b in self.bundles) \
+            if task == "TOM" and set(self.bundles) != set(TRACTQUERIER_BUNDLES) else None
         return RunOptions(output_type=task, artifacts=str(self.bundle_dir(task)), backend=self.backend,
                           save=SaveOptions(postprocess=self.postprocess), qc=self.qc if tract else QCOptions(),
-                          force=self.force, quiet=self.quiet,
+                          tom_bundles=tom, force=self.force, quiet=self.quiet,
                           orientation=self.orientation if tract or self.orientation == "fix" else "off")
 
     def output_record(self) -> dict[str, Any]:

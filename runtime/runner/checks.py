@@ -70,7 +70,7 @@ def read_subject(peaks: PeaksInput | ReadPeaks, outdir: Path, files: list[Path],
     orientation = check_orientation(given, options.orientation)
     masks = None
     if options.model.task == "TOM":
-        masks = check_masks(options.tract_segmentations_path or default_masks_dir(outdir), options.model.bundles,
-                            given.data.shape[:3], given.affine)
+        masks = check_masks(options.tract_segmentations_path or default_masks_dir(outdir),
+                            options.tom_bundles or options.model.bundles, given.data.shape[:3], given.affine)
     extra = tuple(final for final, _ in carried if final not in files)
     return CheckedSubject(given, outdir, tuple(files) + extra, report, read_seconds, masks, carried, orientation)

@@ -83,9 +83,9 @@ def run_subject(pipeline: TractSegPipeline, checked: CheckedSubject, options: Ru
     shape = checked.peaks.data.shape[:3]
     with output_folder(checked.outdir, list(checked.files), options.force, needed_bytes(options, shape),
                        options.other_layout_files(checked.outdir)) as staged:
-        with progress.bar(pipeline.slices_per_subject, "slice", "network") as advance:
+        with progress.bar(pipeline.slices_for(options.tom_bundles), "slice", "network") as advance:
             # handed over, no reference kept here: predict frees the input once the cube is made
-            result = pipeline.predict(checked.take_peaks(), advance, checked.masks)
+            result = pipeline.predict(checked.take_peaks(), advance, checked.masks, options.tom_bundles)
             if checked.masks is not None:  # TOM: the parts run while the bundles are written
                 written, write_timings = write_result(result, staged, options.save, options.qc, name)
         if checked.masks is None:
