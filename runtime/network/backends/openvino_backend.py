@@ -3,10 +3,18 @@
 OpenVINO's CPU default on AMX/bf16 machines is bf16 (~1e-4 drift); we ask for f32 so the result stays within
 the project's 1e-5 tolerance. A bf16 artifact (`--precision bf16`) is the same ONNX file with
 details.inference_precision "bf16". OpenVINO has no CUDA device.
+
+OpenVINO is imported with its usage telemetry declined (:func:`import_openvino`): on import it sends a usage event
+to Google Analytics from a forked process (``openvino_telemetry``; declined only under ``CI=true`` or after
+``opt_in_out --opt_out``). A clinical deployment must not send anything, and a fork once JAX or a backend has
+started threads risks a deadlock (JAX warned of it during every ``python -m export``).
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -14,11 +22,28 @@ from runtime.network.backends import BackendError
 from runtime.models.manifest import Artifact
 
 
+def import_openvino() -> ModuleType:
+    """``openvino``, imported with its telemetry declined for this process (see the module docstring): its
+    telemetry object is made on import, under ``CI=true``, which it reads as declined; the variable is restored."""
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    saved = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        import openvino
+    finally:
+        if saved is None:
+            del os.environ["CI"]
+        else:
+            os.environ["CI"] = saved
+    return openvino
+
+
 class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, path: Path, device: str, nr_cpus: int | None, precision: str = "f32"):
-        import openvino as ov
+        ov = import_openvino()
         from openvino.frontend import FrontEndManager
 
         if device != "cpu":
