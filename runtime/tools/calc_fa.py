@@ -16,7 +16,6 @@ arbitrary FA), no mask voxel >= 0.5, and NaN or infinite values inside the mask 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import warnings
@@ -46,16 +45,6 @@ DIPY_UNIT_TOLERANCE = 1e-2
 # directions, 0.048 for one b0 + 6, 0.085 for one b0 + 30, 0.15-0.22 for 2-3 shells; degenerate: a single shell
 # with no b0 gives 2.4e-5 (bvecs written with 4 decimals) or 0.0022 (2 decimals), one direction or one plane 0.
 MIN_CONDITION = 1e-3
-
-
-def add_arguments(parser: argparse.ArgumentParser, path) -> None:
-    parser.add_argument("-i", metavar="file_in", dest="file_in", type=path, required=True,
-                        help="input file (4D nifti diffusion image)")
-    parser.add_argument("-o", metavar="file_out", dest="file_out", type=path, required=True, help="FA image")
-    parser.add_argument("--bvals", metavar="bvals", dest="bvals", type=path, required=True, help="bvals file")
-    parser.add_argument("--bvecs", metavar="bvecs", dest="bvecs", type=path, required=True, help="bvecs file")
-    parser.add_argument("--brain_mask", metavar="brain_mask", dest="brain_mask", type=path, required=True,
-                        help="a brain mask")
 
 
 def _check_unit(bvals: np.ndarray, bvecs: np.ndarray, path: Path) -> None:
@@ -125,7 +114,3 @@ def calc_fa(file_in: str | os.PathLike[str], file_out: str | os.PathLike[str], b
     _log_warnings(caught)
     fa[np.isnan(fa)] = 0
     return write_image(fa.astype(np.float32), image.affine, target)
-
-
-def run(args: argparse.Namespace) -> None:
-    calc_fa(args.file_in, args.file_out, args.bvals, args.bvecs, args.brain_mask)

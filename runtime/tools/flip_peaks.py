@@ -9,7 +9,6 @@ with 3, 6, 9, ... channels.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -27,14 +26,6 @@ HELP = "Flip MRtrix peaks along one axis (negates that component of every peak; 
 AXES = ("x", "y", "z")
 
 
-def add_arguments(parser: argparse.ArgumentParser, path) -> None:
-    parser.add_argument("-i", metavar="file_in", dest="file_in", type=path, required=True,
-                        help="input file (4D NIfTI peaks, 3 channels per peak)")
-    parser.add_argument("-o", metavar="file_out", dest="file_out", type=path, required=True,
-                        help="output file (4D NIfTI, float64 as upstream)")
-    parser.add_argument("-a", metavar="axis", dest="axis", choices=AXES, required=True, help="axis (x|y|z)")
-
-
 def flip_peaks(file_in: str | os.PathLike[str], file_out: str | os.PathLike[str], axis: str) -> Path:
     """Write ``file_in`` with component ``axis`` of every peak negated to ``file_out``; returns ``file_out``."""
     if axis not in AXES:
@@ -49,7 +40,3 @@ def flip_peaks(file_in: str | os.PathLike[str], file_out: str | os.PathLike[str]
     data = read_float64(image, file_in)
     data[..., AXES.index(axis)::3] *= -1
     return write_image(data, image.affine, target)
-
-
-def run(args: argparse.Namespace) -> None:
-    flip_peaks(args.file_in, args.file_out, args.axis)

@@ -8,7 +8,6 @@ is not its voxel size) the printed line stays upstream's and a warning on stderr
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 
@@ -23,18 +22,6 @@ HELP = "Print a NIfTI image's voxel spacing as upstream does (|affine[0,0]| roun
 TOLERANCE_MM = 1e-3
 
 
-def add_arguments(parser: argparse.ArgumentParser, path) -> None:
-    parser.add_argument("input", metavar="file_in", nargs="?", type=path, help="input NIfTI image (T1 or DWI)")
-    parser.add_argument("-i", metavar="file_in", dest="file_in", type=path, help="input (instead of the positional)")
-
-
-def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if (args.input is None) == (args.file_in is None):
-        parser.error("give the input once: file_in, or -i file_in")
-    if args.file_in is None:
-        args.file_in = args.input
-
-
 def image_spacing(file_in: str | os.PathLike[str]) -> str:
     """The line upstream prints for ``file_in``; warns (log) when the grid is not isotropic and unrotated."""
     affine = open_image(file_in).affine
@@ -45,7 +32,3 @@ def image_spacing(file_in: str | os.PathLike[str]) -> str:
                     " x ".join(f"{size:.4g}" for size in sizes),
                     "" if abs(abs(affine[0, 0]) - sizes[0]) <= TOLERANCE_MM else " and the grid is rotated")
     return spacing
-
-
-def run(args: argparse.Namespace) -> None:
-    print(image_spacing(args.file_in), flush=True)

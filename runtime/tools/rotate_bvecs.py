@@ -16,7 +16,6 @@ file the project reads, :func:`runtime.diffusion.inputs.read_gradient_table`, on
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -29,15 +28,6 @@ from runtime.tools.common import output_file, written
 
 NAME = "rotate_bvecs"
 HELP = "Apply the rotation of a linear transformation (FSL .mat file) to FSL bvecs."
-
-
-def add_arguments(parser: argparse.ArgumentParser, path) -> None:
-    parser.add_argument("-i", metavar="bvecs_in", dest="bvecs_in", type=path, required=True,
-                        help="bvecs input file (FSL: 3 rows)")
-    parser.add_argument("-t", metavar="affine_in", dest="affine_in", type=path, required=True,
-                        help="affine transformation (FSL .mat file)")
-    parser.add_argument("-o", metavar="bvecs_out", dest="bvecs_out", type=path, required=True,
-                        help="bvecs output file (3 rows, 6 decimals)")
 
 
 def read_matrix(path: Path) -> np.ndarray:
@@ -109,7 +99,3 @@ def rotate_bvecs(bvecs_in: str | os.PathLike[str], affine_in: str | os.PathLike[
         return target
 
     return written(write, target)
-
-
-def run(args: argparse.Namespace) -> None:
-    rotate_bvecs(args.bvecs_in, args.affine_in, args.bvecs_out)
