@@ -128,12 +128,14 @@ LOCK_NAME = ".tractseg-aot.lock"
 ALLOWED_WARNINGS = ("demo weights",)
 
 
-def check_one_error(err: str, expect: str | Sequence[str] = (), allowed: Sequence[str] = ALLOWED_WARNINGS) -> str:
-    """``err`` (a run's stderr) holds exactly one "tractseg-aot: error: " line, containing ``expect`` (one of them,
-    when a sequence), no traceback and no other line but the ``allowed`` warnings; returns the error line."""
+def check_one_error(err: str, expect: str | Sequence[str] = (), allowed: Sequence[str] = ALLOWED_WARNINGS,
+                    prefix: str = PREFIX) -> str:
+    """``err`` (a run's stderr) holds exactly one "tractseg-aot: error: " line (``prefix``: another command's),
+    containing ``expect`` (one of them, when a sequence), no traceback and no other line but the ``allowed``
+    warnings; returns the error line."""
     lines = err.splitlines()
-    errors = [line for line in lines if line.startswith(PREFIX)]
-    others = [line for line in lines if not line.startswith(PREFIX) and not any(a in line for a in allowed)]
+    errors = [line for line in lines if line.startswith(prefix)]
+    others = [line for line in lines if not line.startswith(prefix) and not any(a in line for a in allowed)]
     assert len(errors) == 1 and others == [], f"expected one error line, got:\n{err}"
     assert "Traceback" not in err, err
     options = [expect] if isinstance(expect, str) else list(expect)

@@ -5,6 +5,7 @@ Plus reproducibility, the three formats, the empty-bundle case and bad input (on
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -220,6 +221,77 @@ def test_bad_input_one_line_exit_1_nothing_written(tmp_path, capfd, damage):
     assert not (out / "TOM_trackings").exists()  # AF_left (valid, listed first) was not tracked either
 
 
+def _small(tmp_path: Path) -> tuple[Path, list[str]]:
+    out = write_phantom(tmp_path, [BUNDLE, "AF_left"], Phantom(shape=(24, 10, 20), ring=7, tube=2), empty=("AF_left",))
+    return out, ["-i", str(tmp_path / "peaks.nii.gz"), "-o", str(out), "--bundles", f"{BUNDLE},AF_left",
+                 "--nr_fibers", "20", "--quiet"]
+
+
+def test_tracking_folder_that_is_a_file_is_one_line(tmp_path, capfd):
+    """Issue 26 item 6: TOM_trackings a file was exit 3 (mkdir's traceback); now one line naming it, exit 1."""
+    out, args = _small(tmp_path)
+    (out / "TOM_trackings").write_text("not a folder")
+    capfd.readouterr()
+    assert main(args) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [f"tractseg-aot: error: {out / 'TOM_trackings'}: exists and is not a directory"], err
+
+
+def test_existing_outputs_are_refused_without_force(tmp_path, capfd):
+    """Issue 26 item 6: a second run into the same folder used to overwrite the tractograms silently; now one line
+    naming the first existing file, exit 1, nothing written; --force replaces them."""
+    out, args = _small(tmp_path)
+    assert main(args + ["--seed", "1"]) == 0
+    folder = out / "TOM_trackings"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert sorted(before) == [f"{b}.tck{j}" for b in ("AF_left", BUNDLE) for j in ("", ".json")]
+    capfd.readouterr()
+    assert main(args + ["--seed", "2"]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [f"tractseg-aot: error: {folder / (BUNDLE + '.tck')} and 3 more output(s) already exist(s); "
+                   "use --force to overwrite"], err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert main(args + ["--seed", "2", "--force"]) == 0
+    assert (folder / f"{BUNDLE}.tck").read_bytes() != before[f"{BUNDLE}.tck"]
+    assert json.loads((folder / f"{BUNDLE}.tck.json").read_text())["seed"] == 2
+
+
+def test_trx_holds_the_trk_streamlines_and_the_record(phantom):
+    """--tracking_format trx: one .trx per bundle (float32 RAS mm positions, the bundle mask's affine and shape);
+    same seed, same streamlines as the .trk within float32 rounding; the sidecar's record in the TRX header; the
+    empty bundle an empty .trx."""
+    trx_io = pytest.importorskip("trx.trx_file_memmap", reason="trx-python (the [tracking] extra) is not installed")
+    out = phantom / "tractseg_output"
+    mask = nib.load(str(out / "bundle_segmentations" / f"{BUNDLE}.nii.gz"))
+    for fmt in ("trk", "trx"):
+        assert main(["-i", str(phantom / "peaks.nii.gz"), "-o", str(out), "--bundles", f"{BUNDLE},AF_left",
+                     "--nr_fibers", "200", "--tracking_format", fmt, "--tracking_dir", f"same_{fmt}", "--seed", "4",
+                     "--quiet"]) == 0
+    trx_path, trk_path = out / "same_trx" / f"{BUNDLE}.trx", out / "same_trk" / f"{BUNDLE}.trk"
+    with zipfile.ZipFile(trx_path) as archive:
+        assert sorted(archive.namelist()) == ["header.json", "offsets.uint32", "positions.3.float32"]
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
+    trx = trx_io.load(str(trx_path))
+    try:
+        header, streamlines = dict(trx.header), trx.streamlines.copy()
+    finally:
+        trx.close()
+    trk = _streamlines(trk_path)
+    assert len(streamlines) == len(trk) == 200
+    for a, b in zip(streamlines, trk):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)  # trk stores voxmm float32, trx RAS mm float32
+    np.testing.assert_allclose(header["VOXEL_TO_RASMM"], mask.affine, atol=1e-6)
+    assert tuple(header["DIMENSIONS"]) == mask.shape
+    sidecar = json.loads((out / "same_trx" / f"{BUNDLE}.trx.json").read_text())
+    assert header["TRACTSEG_AOT"] == sidecar and sidecar["seed"] == 4 and sidecar["streamlines"] == 200
+    assert {k: v for k, v in sidecar.items() if k not in ("seconds", "tracking_format")} == {
+        k: v for k, v in json.loads((out / "same_trk" / f"{BUNDLE}.trk.json").read_text()).items()
+        if k not in ("seconds", "tracking_format")}
+    empty = trx_io.load(str(out / "same_trx" / "AF_left.trx"))
+    assert len(empty.streamlines) == 0 and empty.header["TRACTSEG_AOT"]["empty_masks"]
+    empty.close()
+
+
 def test_command_line_as_the_issue_runs_it(phantom):
     """``python -m runtime.tracking ... --bundles CST_right --nr_fibers 2000 --tracking_format trk``, with jax,
     torch, export/ and tractseg blocked from import."""
@@ -241,6 +313,20 @@ def test_missing_dipy_is_one_line_naming_the_extra(phantom, tmp_path):
     assert done.stderr.strip().splitlines() == [
         "tractseg-aot: error: dipy is not installed; tracking and tractometry need it: "
         "pip install 'tractseg-aot[tracking]'"]
+
+
+def test_missing_trx_python_is_one_line_naming_the_extra(phantom, tmp_path):
+    block_trx = ("import sys\nclass _NoTrx:\n    def find_spec(self, name, path=None, target=None):\n"
+                 "        if name.split('.')[0] == 'trx':\n            raise ImportError('no trx')\n"
+                 "sys.meta_path.insert(0, _NoTrx())\n")
+    done = run_python(block_trx + "from runtime.tracking.__main__ import main\nsys.exit(main(sys.argv[1:]))",
+                      "-i", str(phantom / "peaks.nii.gz"), "-o", str(phantom / "tractseg_output"), "--bundles", BUNDLE,
+                      "--tracking_format", "trx", "--tracking_dir", "no_trx", timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "tractseg-aot: error: trx-python is not installed; --tracking_format trx needs it: pip install "
+        "'tractseg-aot[tracking]' (or pip install trx-python)"]
+    assert not (phantom / "tractseg_output" / "no_trx").exists()
 
 
 @pytest.mark.fullsize

@@ -92,10 +92,24 @@ def test_trk_legacy_as_upstream_would_profile_it(subject, tmp_path):
     np.testing.assert_allclose(table.mean[0], np.asarray(mean)[1:-1], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("damage", ["scalar shape", "missing endings", "scalar missing", "bad tractogram"])
+def _cut_after(path: Path, target: Path, kept: int) -> None:
+    """``path`` (a .trk) cut after its first ``kept`` streamlines: a file nibabel reads without complaint."""
+    data = path.read_bytes()
+    at = 1000
+    for _ in range(kept):
+        at += 4 + 12 * int(np.frombuffer(data, "<i4", 1, at)[0])
+    target.write_bytes(data[:at])
+
+
+@pytest.mark.parametrize("damage", ["scalar shape", "missing endings", "scalar missing", "bad tractogram",
+                                    "truncated trk", "truncated trx", "format matches no file", "outside the grid"])
 def test_bad_input_one_line_exit_1_no_csv(subject, tmp_path, capfd, damage):
+    """Issue 26 items 7-9: a truncated .trk (cut at a streamline boundary, which nibabel reads as a shorter file),
+    a --tracking_format that no file has, and streamlines outside the scalar map's grid were exit 0 with a CSV
+    (the first two) or exit 3 (the last); all are one line naming the file, exit 1, no CSV."""
     out = subject / "tractseg_output"
     endings, scalar, tracking = out / "endings_segmentations", subject / "FA.nii.gz", out / "trk"
+    fmt = "trk"
     if damage == "scalar shape":
         culprit = tmp_path / "FA_small.nii.gz"
         nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4)), str(culprit))
@@ -106,18 +120,40 @@ def test_bad_input_one_line_exit_1_no_csv(subject, tmp_path, capfd, damage):
         culprit = endings / "AF_left_b.nii.gz"
     elif damage == "scalar missing":
         scalar = culprit = tmp_path / "nope.nii.gz"
-    else:
+    elif damage == "bad tractogram":
         tracking = tmp_path / "trk"
         tracking.mkdir()
         culprit = tracking / "CST_right.trk"
         culprit.write_bytes(b"not a tractogram")
-        endings = out / "endings_segmentations"
+    elif damage == "truncated trk":
+        tracking = tmp_path / "trk"
+        tracking.mkdir()
+        culprit = tracking / "CST_right.trk"
+        _cut_after(out / "trk" / "CST_right.trk", culprit, 200)
+        assert len(nib.streamlines.load(str(culprit)).streamlines) == 200  # nibabel alone does not notice
+    elif damage == "truncated trx":
+        pytest.importorskip("trx", reason="trx-python (the [tracking] extra) is not installed")
+        tracking, fmt = tmp_path / "trx", "trx"
+        track_output_folder(out, ["CST_right"], TrackingOptions(nr_fibers=20, tracking_format="trx"), tmp_path / "trx")
+        culprit = tracking / "CST_right.trx"
+        culprit.write_bytes(culprit.read_bytes()[:-300])
+    elif damage == "format matches no file":
+        culprit, fmt = tracking, "tck"
+    else:
+        tracking = tmp_path / "trk"
+        tracking.mkdir()
+        culprit = tracking / "CST_right.trk"
+        mask = nib.load(str(out / "bundle_segmentations" / "CST_right.nii.gz"))
+        moved = [s + 1000.0 for s in nib.streamlines.load(str(out / "trk" / "CST_right.trk")).streamlines]
+        save_tractogram(culprit, moved, mask.affine, mask.shape, "trk")
     csv = tmp_path / "out.csv"
     capfd.readouterr()
     assert main(["-i", str(tracking), "-o", str(csv), "-e", str(endings), "-s", str(scalar), "--tracking_format",
-                 "trk", "--quiet"]) == 1
+                 fmt, "--quiet"]) == 1
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"tractseg-aot: error: {culprit}"), err
+    if damage == "format matches no file":
+        assert "--tracking_format tck" in err[0] and "3 .trk files (AF_left.trk, CST_right.trk, UF_left.trk)" in err[0]
     assert not csv.exists() and not list(tmp_path.glob(".tmp-*"))
 
 
@@ -128,3 +164,52 @@ def test_command_line_as_the_issue_runs_it(subject, tmp_path):
     done = run_module("runtime.tractometry", *command[4:], timeout=60)  # jax, torch, export/, tractseg blocked
     assert done.returncode == 0, done.stderr
     assert csv.read_text().splitlines()[0] == ";".join(TRACTOMETRY_BUNDLES)
+
+
+def test_bundles_without_a_tractogram_one_info_line(subject, tmp_path, capfd):
+    """Issue 26 item 11: three tracked bundles printed 47 "no tracking found" lines; now one info line with the
+    count, the CSV still upstream's 50 columns (zeros where no tractogram); --bundles gives the chain's columns,
+    the same values."""
+    out = subject / "tractseg_output"
+    common = ["-i", str(out / "trk"), "-e", str(out / "endings_segmentations"), "-s", str(subject / "FA.nii.gz"),
+              "--tracking_format", "trk"]
+    capfd.readouterr()
+    assert main(common + ["-o", str(tmp_path / "all.csv")]) == 0
+    captured = capfd.readouterr()
+    lines = [line for line in captured.out.splitlines() + captured.err.splitlines() if "tractogram" in line]
+    assert lines == [f"tractseg-aot: 47 of 50 bundles have no trk tractogram in {out / 'trk'}: their columns are "
+                     "zeros (as upstream; --bundles leaves them out)"], lines
+    assert "no tracking found" not in captured.err
+    everything = np.loadtxt(tmp_path / "all.csv", delimiter=";", skiprows=1)
+    assert everything.shape == (98, 50) and (np.abs(everything).sum(axis=0) > 0).sum() == 2  # UF_left: < 5
+    assert main(common + ["-o", str(tmp_path / "two.csv"), "--bundles", "CST_right,AF_left", "--quiet"]) == 0
+    header = (tmp_path / "two.csv").read_text().splitlines()[0]
+    assert header == "CST_right;AF_left"
+    two = np.loadtxt(tmp_path / "two.csv", delimiter=";", skiprows=1)
+    np.testing.assert_array_equal(two, everything[:, [TRACTOMETRY_BUNDLES.index(b) for b in ("CST_right", "AF_left")]])
+    capfd.readouterr()
+    assert main(common + ["-o", str(tmp_path / "x.csv"), "--bundles", "CC", "--quiet"]) == 1
+    assert capfd.readouterr().err.startswith("tractseg-aot: error: --bundles: CC: not profiled by upstream's")
+
+
+def test_trx_profiles_equal_trk_profiles(subject, tmp_path):
+    """--tracking_format trx: the .trk's streamlines (float32 as nibabel reads them) written as .trx give the .trk's
+    profiles exactly; the same seed tracked straight into .trx (RAS mm float32, where the .trk holds voxmm float32:
+    the points differ by float32 rounding, ~1e-5 mm) gives them within 1e-4 (such a shift moves the odd sample
+    point across a segment boundary, the nearest-centroid assignment)."""
+    pytest.importorskip("trx", reason="trx-python (the [tracking] extra) is not installed")
+    out = subject / "tractseg_output"
+    mask = nib.load(str(out / "bundle_segmentations" / "CST_right.nii.gz"))
+    for bundle in TRACKED:
+        same = nib.streamlines.load(str(out / "trk" / f"{bundle}.trk")).streamlines
+        save_tractogram(tmp_path / "copied" / f"{bundle}.trx", same, mask.affine, mask.shape, "trx")
+    track_output_folder(out, TRACKED, TrackingOptions(nr_fibers=300, tracking_format="trx", seed=11), tmp_path / "trx")
+    trk = tractometry(out / "trk", out / "endings_segmentations", subject / "FA.nii.gz", 100, "trk", bundles=TRACKED)
+    for folder, tolerance in (("copied", 0), ("trx", 1e-4)):
+        csv = tmp_path / f"{folder}.csv"
+        assert main(["-i", str(tmp_path / folder), "-o", str(csv), "-e", str(out / "endings_segmentations"), "-s",
+                     str(subject / "FA.nii.gz"), "--tracking_format", "trx", "--bundles", ",".join(TRACKED),
+                     "--quiet"]) == 0
+        values = np.loadtxt(csv, delimiter=";", skiprows=1)
+        np.testing.assert_allclose(values, np.array(trk.mean).T, rtol=0, atol=tolerance, err_msg=folder)
+        assert np.ptp(values, axis=0).min() > 0.1

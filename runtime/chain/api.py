@@ -37,8 +37,9 @@ from runtime.pipeline import TractSegPipeline
 from runtime.qc.collectors import preview_dependency_check
 from runtime.runner import read_subject, run_subject
 from runtime.tracking.api import TRACKING_FOLDER, track_output_folder
+from runtime.tracking.api import check_options as check_tracking_options
+from runtime.tracking.api import output_files as tracking_outputs
 from runtime.tracking.prepare import check_grid
-from runtime.tracking.writers import extension
 from runtime.tractometry.table import TRACTOMETRY_BUNDLES, tractometry
 
 log = logging.getLogger("tractseg_aot")
@@ -109,9 +110,7 @@ def planned_outputs(plan_steps: tuple[tuple[RunOptions, Manifest], ...], outdir:
     """Every file each step writes under ``outdir`` (the three networks', the tractograms and sidecars, the
     CSV)."""
     files = {step.output_type: step.output_files(outdir) for step, _ in plan_steps}
-    ending = extension(options.tracking.tracking_format)
-    files["tracking"] = [path for bundle in options.bundles for path in (
-        outdir / TRACKING_FOLDER / f"{bundle}.{ending}", outdir / TRACKING_FOLDER / f"{bundle}.{ending}.json")]
+    files["tracking"] = tracking_outputs(outdir / TRACKING_FOLDER, options.bundles, options.tracking.tracking_format)
     files["tractometry"] = [outdir / TRACTOMETRY_CSV] if with_csv else []
     return files
 
@@ -135,6 +134,7 @@ def check_chain(peaks: str | os.PathLike[str], outdir: str | os.PathLike[str],
     path, the three bundles, the scalar map (readable, 3D, the peaks' grid), the bundle list, and that no output
     exists (unless ``force``) and none is an input. Raises TractSegError (one line)."""
     require_dipy()
+    check_tracking_options(options.tracking)  # trx-python for trx, the values: before any network
     check_input_path(peaks)
     peaks, outdir = Path(peaks), Path(outdir)
     steps = bundle_manifests(options)

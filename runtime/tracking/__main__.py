@@ -8,6 +8,13 @@ Modes as upstream's: the default ``prob`` (its own tracker, a numpy port: :mod:`
 ``--algorithm det``, ``--track_FODs FACT|SD_STREAM|iFOD2`` and ``--no_filtering_by_endpoints`` run MRtrix ``tckgen``
 with upstream's arguments (:mod:`runtime.tracking.tckgen`; one line naming ``tckgen`` when it is not on PATH).
 
+``--tracking_format trx`` (not upstream's; trx-python, in the ``tracking`` extra) writes one ``<bundle>.trx`` per
+bundle (:mod:`runtime.tracking.trx_format`).
+
+Existing outputs (a tractogram, its sidecar, ``--track_best_orig``'s peaks) are refused without ``--force``, as
+every command here does (upstream overwrites them): one line naming the first, nothing written. Every input is
+checked before that, and both before any tracking.
+
 Exit status: 0 done; 1 a missing / mismatched input or an unusable output (one line, nothing written for it);
 2 bad command line; 3 internal error.
 """
@@ -15,19 +22,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from runtime.checks.preflight import check_outputs
 from runtime.cli import command_parser, guarded, path_arg
-from runtime.cli.arguments import add_bundles_argument, add_tracking_arguments
-from runtime.errors import InputError, OutputError
-from runtime.tracking.api import TrackingOptions, parse_bundles, track_output_folder
+from runtime.cli.arguments import add_bundles_argument, add_common_arguments, add_tracking_arguments
+from runtime.errors import InputError
 from runtime.host import require_dipy
+from runtime.tracking.api import TrackingOptions, check_folder, output_files, parse_bundles, track_output_folder
 from runtime.tracking.modes import folder_name, tracking_mode
-from runtime.tracking.tckgen import TckgenRun, track_folder_with_tckgen
+from runtime.tracking.tckgen import TckgenRun, check_inputs, track_folder_with_tckgen
 
 log = logging.getLogger("tractseg_aot")
 
@@ -50,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--nr_cpus", metavar="n", type=int, default=-1,
                         help="Bundles tracked at once in worker processes; -1 means all available CPUs (default)")
     parser.add_argument("--verbose", action="store_true", default=False)
-    parser.add_argument("--quiet", action="store_true", default=False)
+    add_common_arguments(parser)  # --force, --quiet
     return parser.parse_args(argv)
 
 
@@ -70,17 +77,21 @@ def main(argv: list[str] | None = None) -> int:
         if not output_dir.is_dir():
             raise InputError(f"{output_dir}: not a TractSeg output folder (not found)")
         folder = folder_name(mode, args.track_best_orig) if args.tracking_dir == "auto" else args.tracking_dir
-        if not os.access(output_dir, os.W_OK):
-            raise OutputError(f"{output_dir}: not writable")
         options = TrackingOptions(args.nr_fibers, args.tracking_dilation, args.tracking_format, args.seed,
                                   best_orig_peaks=peaks if mode.best_orig else None)
+        bundles = parse_bundles(args.bundles_string)
+        run = TckgenRun(mode, peaks, options, args.nr_cpus)
+        if mode.uses_mrtrix:
+            check_inputs(output_dir, bundles, run)
+        else:
+            check_folder(output_dir, bundles, options)
+        check_outputs(output_files(output_dir / folder, bundles, options.tracking_format, mode.best_orig), args.force,
+                      inputs=[peaks])
         progress = None if args.quiet else tqdm
         if mode.uses_mrtrix:
-            track_folder_with_tckgen(output_dir, parse_bundles(args.bundles_string),
-                                     TckgenRun(mode, peaks, options, args.nr_cpus), folder, progress)
+            track_folder_with_tckgen(output_dir, bundles, run, folder, progress)
         else:
-            track_output_folder(output_dir, parse_bundles(args.bundles_string), options, folder, progress=progress,
-                                nr_cpus=args.nr_cpus)
+            track_output_folder(output_dir, bundles, options, folder, progress=progress, nr_cpus=args.nr_cpus)
 
     return guarded(action, args.quiet, final=argv is None)
 

@@ -23,6 +23,7 @@ from runtime.models.bundles import TRACTQUERIER_BUNDLES
 from runtime.tracking.best_orig import check_original_peaks, substitute_best_peaks
 from runtime.tracking.prepare import (BundleFiles, BundleInputs, open_bundle, read_bundle_inputs, to_world,
                                       tracking_volumes)
+from runtime.tracking.trx_format import require_trx
 from runtime.tracking.walker import track_voxels
 from runtime.tracking.writers import FORMATS, extension, save_tractogram, write_sidecar
 
@@ -75,25 +76,51 @@ def empty_masks(files: BundleFiles, images: dict[str, nib.Nifti1Image]) -> list[
     return [label for key, label in names.items() if not np.asanyarray(images[key].dataobj).max() > 0]
 
 
-def track_output_folder(output_dir: Path, bundles: Sequence[str], options: TrackingOptions,
-                        tracking_folder: str = TRACKING_FOLDER, progress=None, nr_cpus: int = 1) -> list[Path]:
-    """Track ``bundles`` of a TractSeg output folder into ``output_dir/<tracking_folder>/<bundle>.<ext>``.
-
-    Every bundle's four files are opened and checked first (so a missing or mismatched file fails with nothing
-    written); then each bundle is tracked and written atomically with a ``.json`` sidecar holding the seed.
-    ``nr_cpus`` (-1: all usable CPUs, as upstream) bundles are tracked at once in worker processes; each bundle
-    has its own generator, so the files do not depend on ``nr_cpus``."""
+def check_options(options: TrackingOptions) -> None:
+    """The options' values (one line each), and trx-python when the format is ``trx``."""
     if options.tracking_format not in FORMATS:
         raise InputError(f"--tracking_format: {options.tracking_format!r} is not one of {', '.join(FORMATS)}")
     if options.nr_fibers < 1:
         raise InputError(f"--nr_fibers: must be at least 1, got {options.nr_fibers}")
     if options.dilation < 0:
         raise InputError(f"--tracking_dilation: must be >= 0, got {options.dilation}")
+    if options.tracking_format == "trx":
+        require_trx()
+
+
+def check_folder(output_dir: Path, bundles: Sequence[str], options: TrackingOptions) -> list[tuple[str, BundleFiles]]:
+    """Every check before tracking: the options, and each bundle's four files opened (headers only) and on one
+    grid (and ``--track_best_orig``'s peaks on it), so a bad input fails with nothing written."""
+    check_options(options)
     checked = [(bundle, BundleFiles.under(output_dir, bundle)) for bundle in bundles]
     for _, files in checked:
-        images = open_bundle(files)  # raises before anything is written
+        images = open_bundle(files)
         if options.best_orig_peaks is not None:
             check_original_peaks(options.best_orig_peaks, images["bundle"], files.bundle)
+    return checked
+
+
+def output_files(out_dir: Path, bundles: Sequence[str], tracking_format: str, best_orig: bool = False) -> list[Path]:
+    """Every file tracking ``bundles`` into ``out_dir`` may write: ``<bundle>.<ext>``, its ``.json`` sidecar and,
+    with ``--track_best_orig``, the best peaks ``<bundle>.nii.gz`` (for the ``--force`` check)."""
+    files = []
+    for bundle in bundles:
+        tractogram = out_dir / f"{bundle}.{extension(tracking_format)}"
+        files += [tractogram, tractogram.with_name(tractogram.name + ".json")]
+        files += [out_dir / f"{bundle}.nii.gz"] if best_orig else []
+    return files
+
+
+def track_output_folder(output_dir: Path, bundles: Sequence[str], options: TrackingOptions,
+                        tracking_folder: str = TRACKING_FOLDER, progress=None, nr_cpus: int = 1) -> list[Path]:
+    """Track ``bundles`` of a TractSeg output folder into ``output_dir/<tracking_folder>/<bundle>.<ext>``.
+
+    Every bundle's four files are opened and checked first (:func:`check_folder`, so a missing or mismatched file
+    fails with nothing written); then each bundle is tracked and written atomically with a ``.json`` sidecar
+    holding the seed. Existing files are replaced: the caller refuses them first (``--force``, :func:`output_files`).
+    ``nr_cpus`` (-1: all usable CPUs, as upstream) bundles are tracked at once in worker processes; each bundle
+    has its own generator, so the files do not depend on ``nr_cpus``."""
+    checked = check_folder(output_dir, bundles, options)
     out_dir = output_dir / tracking_folder
     workers = min(len(checked), available_cores() if nr_cpus == -1 else max(1, nr_cpus))
     if workers <= 1:
@@ -128,11 +155,11 @@ def _track_and_write(bundle: str, files: BundleFiles, options: TrackingOptions, 
             inputs = substitute_best_peaks(inputs, options.best_orig_peaks, out_dir / f"{bundle}.nii.gz")
         streamlines, record = track_bundle(inputs, options.nr_fibers, options.dilation,
                                            bundle_rng(options.seed, bundle))
-    save_tractogram(target, streamlines, affine, shape, options.tracking_format)
     record.update(bundle=bundle, seed=options.seed, seed_derivation="SeedSequence([seed, crc32(bundle)])",
                   nr_fibers=options.nr_fibers, tracking_dilation=options.dilation,
                   tracking_format=options.tracking_format,
                   peaks_tracked="TOM" if options.best_orig_peaks is None else f"best of {options.best_orig_peaks}",
                   seconds=round(time.perf_counter() - started, 3))
+    save_tractogram(target, streamlines, affine, shape, options.tracking_format, metadata=record)
     write_sidecar(target.with_name(target.name + ".json"), record)
     return target

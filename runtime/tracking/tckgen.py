@@ -36,7 +36,7 @@ from scipy.ndimage import binary_dilation
 from runtime.diffusion.mrtrix import MRtrixError, run_command, threads_option
 from runtime.errors import InputError
 from runtime.io.atomic import atomic_target
-from runtime.tracking.api import TrackingOptions, empty_masks
+from runtime.tracking.api import TrackingOptions, check_options, empty_masks
 from runtime.tracking.modes import TrackingMode
 from runtime.tracking.prepare import COMPRESSION_ERROR, BundleFiles, load_image, open_bundle
 from runtime.tracking.writers import extension, save_tractogram, write_sidecar
@@ -106,7 +106,8 @@ def mrtrix_version() -> str:
 
 
 def check_inputs(output_dir: Path, bundles: Sequence[str], run: TckgenRun) -> None:
-    """Every file each bundle needs, opened (headers only) before anything runs."""
+    """The options, and every file each bundle needs, opened (headers only) before anything runs."""
+    check_options(run.options)
     for bundle in bundles:
         files = BundleFiles.under(output_dir, bundle)
         if run.mode.filter_by_endpoints:
@@ -126,10 +127,6 @@ def track_folder_with_tckgen(output_dir: Path, bundles: Sequence[str], run: Tckg
     """Each bundle in turn (``tckgen`` is multi-threaded itself, as upstream runs it) into
     ``output_dir/<tracking_folder>/<bundle>.<ext>`` plus a ``.json`` sidecar with the command and MRtrix version."""
     version = mrtrix_version()
-    if run.options.nr_fibers < 1:
-        raise InputError(f"--nr_fibers: must be at least 1, got {run.options.nr_fibers}")
-    if run.options.dilation < 0:
-        raise InputError(f"--tracking_dilation: must be >= 0, got {run.options.dilation}")
     check_inputs(output_dir, bundles, run)
     out_dir = output_dir / tracking_folder
     return [_track_one(bundle, output_dir, out_dir, run, version) for bundle in (progress(bundles) if progress
@@ -151,9 +148,9 @@ def _track_one(bundle: str, output_dir: Path, out_dir: Path, run: TckgenRun, ver
         empty = empty_masks(files, images)
         if empty:
             log.warning(f"{bundle}: {', '.join(empty)} empty; writing an empty tractogram ({target})")
-            save_tractogram(target, [], images["bundle"].affine, images["bundle"].shape[:3],
-                            run.options.tracking_format)
             record.update(streamlines=0, empty_masks=empty, seconds=round(time.perf_counter() - started, 3))
+            save_tractogram(target, [], images["bundle"].affine, images["bundle"].shape[:3],
+                            run.options.tracking_format, metadata=record)
             write_sidecar(target.with_name(target.name + ".json"), record)
             return target
     staging = Path(tempfile.mkdtemp(prefix=".tckgen-", dir=output_dir)).resolve()
@@ -163,11 +160,10 @@ def _track_one(bundle: str, output_dir: Path, out_dir: Path, run: TckgenRun, ver
             run_command(argv, staging)
         except MRtrixError as error:  # MRtrix colours its messages even into a pipe
             raise MRtrixError(f"{bundle}: {ANSI_ESCAPE.sub('', str(error))}") from None
-        count = finish(staging / f"{bundle}.tck", target, files.bundle, run.options.tracking_format)
+        record.update(tckgen=[a.replace(str(staging), "$STAGING") for a in argv])
+        finish(staging / f"{bundle}.tck", target, files.bundle, run.options.tracking_format, record, started)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    record.update(streamlines=count, tckgen=[a.replace(str(staging), "$STAGING") for a in argv],
-                  seconds=round(time.perf_counter() - started, 3))
     write_sidecar(target.with_name(target.name + ".json"), record)
     return target
 
@@ -189,21 +185,32 @@ def _prepare(bundle: str, files: BundleFiles, staging: Path, run: TckgenRun) -> 
     return tckgen_argv(mode, source, output, options.nr_fibers, run.nr_cpus, masks=masks)
 
 
-def finish(tck: Path, target: Path, reference: Path, tracking_format: str) -> int:
-    """``tckgen``'s file into place: as it is for ``tck``; for ``trk`` / ``trk_legacy`` compressed (0.1 mm, no
-    smoothing) and written with the bundle mask's affine and shape. Returns the number of streamlines."""
+def finish(tck: Path, target: Path, reference: Path, tracking_format: str, record: dict[str, object] | None = None,
+           started: float | None = None) -> int:
+    """``tckgen``'s file into place: as it is for ``tck``; for ``trk`` / ``trk_legacy`` / ``trx`` compressed (0.1
+    mm, no smoothing) and written with the bundle mask's affine and shape. Returns the number of streamlines; adds
+    it (and the seconds since ``started``) to ``record``, which a ``trx`` file holds in its header."""
     if not tck.is_file():
         raise MRtrixError(f"tckgen: wrote no {tck.name}")
+    record = record if record is not None else {}
+
+    def count(n: int) -> int:
+        record["streamlines"] = n
+        if started is not None:
+            record["seconds"] = round(time.perf_counter() - started, 3)
+        return n
+
     streamlines = nib.streamlines.load(str(tck)).streamlines
     if tracking_format == "tck":
         with atomic_target(target) as temporary:
             shutil.copyfile(tck, temporary)
-        return len(streamlines)
+        return count(len(streamlines))
     from runtime.host import require_dipy
     require_dipy()
     from dipy.tracking.streamlinespeed import compress_streamlines
 
     image = load_image(reference)
     compressed = list(compress_streamlines(list(streamlines), tol_error=COMPRESSION_ERROR)) if streamlines else []
-    save_tractogram(target, compressed, image.affine, image.shape[:3], tracking_format)
+    count(len(compressed))
+    save_tractogram(target, compressed, image.affine, image.shape[:3], tracking_format, metadata=record)
     return len(compressed)

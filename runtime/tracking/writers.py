@@ -8,6 +8,9 @@ Mirrors (TractSeg 2.10, ``libs/fiber_utils.py``):
                                                                         -> :func:`save_tractogram` with ``trk_legacy``
 * ``create_empty_tractogram``                                           -> :func:`save_tractogram` with no streamlines
 
+Not upstream's: ``trx`` (:mod:`runtime.tracking.trx_format`: float32 RAS mm points, the bundle mask's affine and
+shape, the run's record in the TRX header as in the ``.json`` sidecar).
+
 ``trk_legacy``: upstream's legacy writer puts ``vox_to_ras = |affine|`` with a zero offset in the header
 (``aff_to_hdr(pos_vox=False, set_order=False)``, ``voxel_order`` RAS, ``dim`` the grid) and stores each RAS mm point
 ``p`` as trackvis "voxmm" ``diag(zooms) @ inv(vox_to_ras) @ p``, which for that header is ``p`` itself (the old
@@ -28,8 +31,9 @@ import numpy as np
 from nibabel.streamlines.trk import get_affine_trackvis_to_rasmm
 
 from runtime.io.atomic import atomic_target, write_text_atomic
+from runtime.tracking.trx_format import write_trx
 
-FORMATS = ("tck", "trk", "trk_legacy")
+FORMATS = ("tck", "trk", "trk_legacy", "trx")
 
 
 def extension(tracking_format: str) -> str:
@@ -52,8 +56,13 @@ def _legacy_header(affine: np.ndarray, shape: Sequence[int], count: int) -> dict
 
 
 def save_tractogram(path: Path, streamlines: Sequence[np.ndarray], affine: np.ndarray, shape: Sequence[int],
-                    tracking_format: str) -> Path:
-    """Write ``streamlines`` (RAS mm) to ``path`` in upstream's layout for ``tracking_format``, atomically."""
+                    tracking_format: str, metadata: dict[str, object] | None = None) -> Path:
+    """Write ``streamlines`` (RAS mm) to ``path`` in upstream's layout for ``tracking_format``, atomically.
+    ``metadata`` (the sidecar's record) goes into the file where the format has room for it (``trx``)."""
+    if tracking_format == "trx":
+        with atomic_target(path) as temporary:
+            write_trx(temporary, streamlines, affine, shape, metadata)
+        return path
     if tracking_format == "trk_legacy":
         header = _legacy_header(affine, shape, len(streamlines))
         trackvis_header = nib.streamlines.TrkFile.create_empty_header()

@@ -1,7 +1,10 @@
 """python -m runtime.tractometry -i DIR/TOM_trackings -o OUT.csv -e DIR/endings_segmentations -s FA.nii.gz
 (console script: tractseg-aot-tractometry): upstream ``Tractometry``, same flags, defaults and CSV.
 
-``--peak_length`` / ``--TOM`` (profiles of the best original peak's length) are refused with one line.
+``--peak_length`` / ``--TOM`` (profiles of the best original peak's length) are refused with one line. Not
+upstream's: ``--tracking_format trx`` (reads ``<bundle>.trx``; trx-python, in the ``tracking`` extra) and
+``--bundles A,B`` (only those columns, as the chain writes; default all 50, upstream's CSV). A bundle without a
+tractogram gets zeros (one info line says how many); see :mod:`runtime.tractometry.table` for the rule.
 Exit status: 0 done; 1 a missing / mismatched input or an unwritable output (one line, no CSV written);
 2 bad command line; 3 internal error.
 """
@@ -14,10 +17,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from runtime.cli import command_parser, guarded
-from runtime.cli.arguments import add_tracking_format_argument
+from runtime.cli.arguments import add_bundles_argument, add_tracking_format_argument
 from runtime.errors import InputError, OutputError
 from runtime.host import require_dipy
-from runtime.tractometry.table import tractometry
+from runtime.tracking.api import parse_bundles
+from runtime.tractometry.table import TRACTOMETRY_BUNDLES, tractometry
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peak_length", action="store_true", default=False, help=argparse.SUPPRESS)
     parser.add_argument("--TOM", metavar="TOM_dir", dest="TOM_dir", help=argparse.SUPPRESS)
     add_tracking_format_argument(parser)
+    add_bundles_argument(parser, "Comma separated list of bundles to profile, one CSV column each (default: all 50 "
+                                 "that upstream's Tractometry profiles)")
     parser.add_argument("--quiet", action="store_true", default=False)
     return parser.parse_args(argv)
 
@@ -55,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"{tracking_dir}: tracking folder not found")
         if out.is_dir():
             raise OutputError(f"{out}: is a folder, not a CSV file path")
+        bundles = TRACTOMETRY_BUNDLES if args.bundles_string == "all" else parse_bundles(args.bundles_string)
         table = tractometry(tracking_dir, Path(args.endings_dir), Path(args.scalar_img), nr_points,
-                            args.tracking_format, progress=None if args.quiet else tqdm)
+                            args.tracking_format, bundles, progress=None if args.quiet else tqdm)
         try:
             table.write_csv(out)
         except OSError as error:

@@ -10,7 +10,8 @@ Mirrors (TractSeg 2.10):
 Steps, in upstream's order and with upstream's libraries where it uses them: streamlines from RAS mm to voxels
 (dipy ``transform_streamlines`` with the scalar map's inverse affine); beginnings dilated ``dilate`` times;
 each streamline flipped unless its first point (``+0.5``, truncated) lies in the beginnings, a streamline whose
-first point is outside the image dropped; resampled to ``nr_points``; the map sampled with ``map_coordinates
+first point is outside the image dropped (all of them: :class:`InputError`, where upstream's ``map_coordinates``
+fails); resampled to ``nr_points``; the map sampled with ``map_coordinates
 (order=1)``; dipy ``QuickBundles(threshold=100, AveragePointwiseEuclideanMetric)``; each point assigned to its
 nearest centroid point (scipy ``cKDTree``); mean and std per segment, a segment with no point taking the first
 centroid's value (std 0). The per-segment sums are vectorised (``np.bincount``) instead of upstream's dict of
@@ -25,13 +26,16 @@ import numpy as np
 from scipy.ndimage import binary_dilation, map_coordinates
 from scipy.spatial import cKDTree
 
+from runtime.errors import InputError
 from runtime.host import require_dipy
 
 log = logging.getLogger("tractseg_aot")
 
 
 def orient_to_beginnings(streamlines: Sequence[np.ndarray], beginnings: np.ndarray) -> list[np.ndarray]:
-    """Upstream ``orient_to_same_start_region``: same ``+0.5`` / ``-0.5`` arithmetic, same truncation."""
+    """Upstream ``orient_to_same_start_region``: same ``+0.5`` / ``-0.5`` arithmetic, same truncation. A
+    streamline whose first point lies outside the image is dropped, as upstream (which warns once per streamline;
+    here one warning says how many); when that leaves none, :class:`InputError`."""
     shifted = [np.asarray(s) + 0.5 for s in streamlines]
     shape = beginnings.shape
     oriented = []
@@ -39,8 +43,11 @@ def orient_to_beginnings(streamlines: Sequence[np.ndarray], beginnings: np.ndarr
         x, y, z = (int(c) for c in sl[0])
         if 0 <= x < shape[0] and 0 <= y < shape[1] and 0 <= z < shape[2]:
             oriented.append(sl[::-1, :] if beginnings[x, y, z] == 0 else sl)
-        else:
-            log.warning("streamline start point out of image; discarding this streamline (as upstream)")
+    dropped = len(shifted) - len(oriented)
+    if shifted and not oriented:
+        raise InputError(f"none of its {len(shifted)} streamlines starts inside the scalar map's grid {shape}")
+    if dropped:
+        log.warning(f"{dropped} of {len(shifted)} streamlines start outside the image; discarding them (as upstream)")
     return [np.array(sl) - 0.5 for sl in oriented]
 
 
