@@ -338,3 +338,12 @@ def test_full_size_bundle_statistically_equal_to_upstream(tmp_path):
     upstream_tracking(tmp_path / "peaks.nii.gz", out, [BUNDLE], 2000, "trk", tracking_dir="upstream")
     ours_tracking(tmp_path / "peaks.nii.gz", out, [BUNDLE], 2000, "trk", tracking_dir="ours")
     compare_with_upstream(tmp_path, out / "ours" / f"{BUNDLE}.trk", out / "upstream" / f"{BUNDLE}.trk", 2000)
+
+
+def test_a_misspelled_bundle_gets_a_did_you_mean():
+    from runtime.errors import InputError
+    from runtime.tracking.api import parse_bundles
+
+    with pytest.raises(InputError, match=r"invalid bundle name: CST_lft \(did you mean CST_left\?\)"):
+        parse_bundles("AF_left,CST_lft")
+    assert parse_bundles("CST_left,AF_left") == ["CST_left", "AF_left"]

@@ -6,6 +6,7 @@ Mirrors (TractSeg 2.10): ``bin/Tracking`` (bundle list, output folder ``TOM_trac
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import time
 import zlib
@@ -67,7 +68,9 @@ def parse_bundles(text: str) -> list[str]:
     bundles = text.strip().split(",")
     for bundle in bundles:
         if bundle not in TRACTQUERIER_BUNDLES:
-            raise InputError(f"--bundles: invalid bundle name: {bundle}")
+            close = difflib.get_close_matches(bundle, TRACTQUERIER_BUNDLES, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else " (upstream's 72 names, e.g. CST_left, AF_right)"
+            raise InputError(f"--bundles: invalid bundle name: {bundle}{hint}")
     return bundles
 
 
