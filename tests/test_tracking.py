@@ -170,7 +170,7 @@ def test_formats_and_empty_bundle(phantom, capfd):
         assert main(["-i", str(phantom / "peaks.nii.gz"), "-o", str(out), "--bundles", f"{BUNDLE},AF_left",
                      "--nr_fibers", "40", "--tracking_format", fmt, "--tracking_dir", f"fmt_{fmt}", "--quiet"]) == 0
         warnings = capfd.readouterr().err.strip().splitlines()
-        assert len(warnings) == 1 and warnings[0].startswith("tractseg-aot: warning: AF_left: tract mask empty")
+        assert len(warnings) == 1 and warnings[0].startswith("tractseg-aot-tracking: warning: AF_left: tract mask empty")
         ext = "trk" if fmt == "trk_legacy" else fmt
         files[fmt] = nib.streamlines.load(str(out / f"fmt_{fmt}" / f"{BUNDLE}.{ext}"))
         assert len(files[fmt].streamlines) == 40
@@ -217,7 +217,7 @@ def test_bad_input_one_line_exit_1_nothing_written(tmp_path, capfd, damage):
     assert main(["-i", str(tmp_path / "peaks.nii.gz"), "-o", str(out), "--bundles", bundles, "--nr_fibers", "20",
                  "--quiet"]) == 1
     err = capfd.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"tractseg-aot: error: {culprit}"), err
+    assert len(err) == 1 and err[0].startswith(f"tractseg-aot-tracking: error: {culprit}"), err
     assert not (out / "TOM_trackings").exists()  # AF_left (valid, listed first) was not tracked either
 
 
@@ -234,7 +234,7 @@ def test_tracking_folder_that_is_a_file_is_one_line(tmp_path, capfd):
     capfd.readouterr()
     assert main(args) == 1
     err = capfd.readouterr().err.strip().splitlines()
-    assert err == [f"tractseg-aot: error: {out / 'TOM_trackings'}: exists and is not a directory"], err
+    assert err == [f"tractseg-aot-tracking: error: {out / 'TOM_trackings'}: exists and is not a directory"], err
 
 
 def test_existing_outputs_are_refused_without_force(tmp_path, capfd):
@@ -248,7 +248,7 @@ def test_existing_outputs_are_refused_without_force(tmp_path, capfd):
     capfd.readouterr()
     assert main(args + ["--seed", "2"]) == 1
     err = capfd.readouterr().err.strip().splitlines()
-    assert err == [f"tractseg-aot: error: {folder / (BUNDLE + '.tck')} and 3 more output(s) already exist(s); "
+    assert err == [f"tractseg-aot-tracking: error: {folder / (BUNDLE + '.tck')} and 3 more output(s) already exist(s); "
                    "use --force to overwrite"], err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert main(args + ["--seed", "2", "--force"]) == 0
@@ -311,7 +311,7 @@ def test_missing_dipy_is_one_line_naming_the_extra(phantom, tmp_path):
                       "-i", str(phantom / "peaks.nii.gz"), "-o", str(tmp_path), timeout=60)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "tractseg-aot: error: dipy is not installed; tracking and tractometry need it: "
+        "tractseg-aot-tracking: error: dipy is not installed; tracking and tractometry need it: "
         "pip install 'tractseg-aot[tracking]'"]
 
 
@@ -324,7 +324,7 @@ def test_missing_trx_python_is_one_line_naming_the_extra(phantom, tmp_path):
                       "--tracking_format", "trx", "--tracking_dir", "no_trx", timeout=60)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "tractseg-aot: error: trx-python is not installed; --tracking_format trx needs it: pip install "
+        "tractseg-aot-tracking: error: trx-python is not installed; --tracking_format trx needs it: pip install "
         "'tractseg-aot[tracking]' (or pip install trx-python)"]
     assert not (phantom / "tractseg_output" / "no_trx").exists()
 

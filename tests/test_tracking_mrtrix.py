@@ -296,7 +296,7 @@ def test_missing_tckgen_is_one_line(phantom, monkeypatch, capfd):
     assert main(["-i", str(phantom / "peaks.nii.gz"), "-o", str(out), "--bundles", BUNDLE, "--algorithm", "det",
                  "--tracking_dir", "no_tckgen", "--quiet"]) == 1
     err = capfd.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("tractseg-aot: error: tckgen: not found on PATH"), err
+    assert len(err) == 1 and err[0].startswith("tractseg-aot-tracking: error: tckgen: not found on PATH"), err
     assert not (out / "no_tckgen").exists()
 
 
@@ -309,7 +309,7 @@ def test_failing_tckgen_is_one_line_nothing_written(phantom, capfd):
     assert main(["-i", str(phantom / "peaks.nii.gz"), "-o", str(out), "--bundles", BUNDLE, "--track_FODs",
                  "SD_STREAM", "--tracking_dir", "failing", "--quiet"]) == 1
     err = capfd.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"tractseg-aot: error: {BUNDLE}: tckgen") and "\x1b" not in err[0], err
+    assert len(err) == 1 and err[0].startswith(f"tractseg-aot-tracking: error: {BUNDLE}: tckgen") and "\x1b" not in err[0], err
     assert "[ERROR]" in err[0]
     assert not (out / "failing").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".tckgen-")]

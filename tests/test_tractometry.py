@@ -151,7 +151,7 @@ def test_bad_input_one_line_exit_1_no_csv(subject, tmp_path, capfd, damage):
     assert main(["-i", str(tracking), "-o", str(csv), "-e", str(endings), "-s", str(scalar), "--tracking_format",
                  fmt, "--quiet"]) == 1
     err = capfd.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"tractseg-aot: error: {culprit}"), err
+    assert len(err) == 1 and err[0].startswith(f"tractseg-aot-tractometry: error: {culprit}"), err
     if damage == "format matches no file":
         assert "--tracking_format tck" in err[0] and "3 .trk files (AF_left.trk, CST_right.trk, UF_left.trk)" in err[0]
     assert not csv.exists() and not list(tmp_path.glob(".tmp-*"))
@@ -177,7 +177,7 @@ def test_bundles_without_a_tractogram_one_info_line(subject, tmp_path, capfd):
     assert main(common + ["-o", str(tmp_path / "all.csv")]) == 0
     captured = capfd.readouterr()
     lines = [line for line in captured.out.splitlines() + captured.err.splitlines() if "tractogram" in line]
-    assert lines == [f"tractseg-aot: 47 of 50 bundles have no trk tractogram in {out / 'trk'}: their columns are "
+    assert lines == [f"tractseg-aot-tractometry: 47 of 50 bundles have no trk tractogram in {out / 'trk'}: their columns are "
                      "zeros (as upstream; --bundles leaves them out)"], lines
     assert "no tracking found" not in captured.err
     everything = np.loadtxt(tmp_path / "all.csv", delimiter=";", skiprows=1)
@@ -189,7 +189,7 @@ def test_bundles_without_a_tractogram_one_info_line(subject, tmp_path, capfd):
     np.testing.assert_array_equal(two, everything[:, [TRACTOMETRY_BUNDLES.index(b) for b in ("CST_right", "AF_left")]])
     capfd.readouterr()
     assert main(common + ["-o", str(tmp_path / "x.csv"), "--bundles", "CC", "--quiet"]) == 1
-    assert capfd.readouterr().err.startswith("tractseg-aot: error: --bundles: CC: not profiled by upstream's")
+    assert capfd.readouterr().err.startswith("tractseg-aot-tractometry: error: --bundles: CC: not profiled by upstream's")
 
 
 def test_trx_profiles_equal_trk_profiles(subject, tmp_path):

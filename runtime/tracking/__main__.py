@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             track_output_folder(output_dir, bundles, options, folder, progress=progress, nr_cpus=args.nr_cpus)
 
-    return guarded(action, args.quiet, final=argv is None)
+    return guarded(action, args.quiet, final=argv is None, prog="tractseg-aot-tracking")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as error:
             raise OutputError(f"{out}: cannot be written ({error.strerror or error})") from None
 
-    return guarded(action, args.quiet, final=argv is None)
+    return guarded(action, args.quiet, final=argv is None, prog="tractseg-aot-tractometry")
 
 
 if __name__ == "__main__":
