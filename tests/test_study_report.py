@@ -208,3 +208,16 @@ def test_report_in_headless_browser_screenshot(cohort, tmp_path: Path) -> None:
     pixels = np.asarray(image.open(shot).convert("RGB"))
     assert pixels.shape[:2] == (900, 1200)
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50       # text, table shading, thumbnails, plots
+
+
+def test_subjects_whose_peaks_look_flipped_come_first(tmp_path):
+    """The orientation check's warning travels in a subject's warnings; the report lists those subjects first
+    (after failed ones) with the warning in view."""
+    rows = [{"subject": s, "status": "done", "warnings": ""} for s in ("sub-01", "sub-02", "sub-03")]
+    rows[2]["warnings"] = "oblique by 3 deg | sub-03_peaks.nii.gz: the peaks' y axis looks flipped (margin 0.062)"
+    write_study_report(tmp_path, rows)
+    page = (tmp_path / "report.html").read_text()
+    table = page.split('<table id="subjects">')[1].split("</table>")[0]
+    order = [part.split('"')[0] for part in table.split('data-subject="')[1:]]
+    assert order == ["sub-03", "sub-01", "sub-02"]
+    assert 'class="subject done flipped"' in table and "y axis looks flipped" in table

@@ -124,10 +124,16 @@ def _box_svg(values: np.ndarray, flagged: np.ndarray, names: Sequence[str]) -> s
 
 STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}h1{font-size:20px}h2{font-size:16px;
 margin-top:28px}table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;
-vertical-align:middle}th{background:#f3f3f3}tr.failed td{background:#fde8e8}tr.skipped td{color:#777}
+vertical-align:middle}th{background:#f3f3f3}tr.failed td{background:#fde8e8}tr.flipped td{background:#fff3d6}
+tr.skipped td{color:#777}
 td.error{min-width:260px;max-width:420px;font-family:monospace;font-size:12px;white-space:pre-wrap;word-break:break-word}
 .outlier{color:#b00;font-weight:bold}img.thumb{height:90px;border:1px solid #ccc}td.num{text-align:right;
 font-variant-numeric:tabular-nums}.summary span{margin-right:16px}"""
+
+
+def orientation_warning(row: Row) -> str:
+    """The row's warning that a peak axis looks flipped (the orientation check), or ""."""
+    return next((line for line in _text(row.get("warnings")).split(" | ") if "looks flipped" in line), "")
 
 
 def report_html(outroot: str | os.PathLike[str], rows: Sequence[Row], page_dir: str | os.PathLike[str],
@@ -148,14 +154,16 @@ def report_html(outroot: str | os.PathLike[str], rows: Sequence[Row], page_dir: 
            '<h2>Subjects</h2><table id="subjects"><thead><tr><th>subject</th><th>status</th><th>time (s)</th>'
            '<th>peak RSS (MB)</th><th>worker</th><th>error</th><th>outlier bundles</th><th>preview</th></tr>'
            '</thead><tbody>']
-    order = sorted(range(len(rows)), key=lambda i: (STATUS_ORDER.get(str(rows[i].get("status")), 1), i))
+    flips = [orientation_warning(row) for row in rows]  # the orientation check's warning (runtime.runner)
+    order = sorted(range(len(rows)), key=lambda i: (STATUS_ORDER.get(str(rows[i].get("status")), 1),
+                                                    not flips[i], i))  # flagged subjects first
     for i in order:
         row, subject = rows[i], str(rows[i].get("subject"))
         status = str(rows[i].get("status"))
         names = [bundles[j] for j in np.flatnonzero(flagged[i])] if bundles else []
-        css = " ".join(["subject", status, *(["has-outlier"] if names else [])])
+        css = " ".join(["subject", status, *(["has-outlier"] if names else []), *(["flipped"] if flips[i] else [])])
         missing = status == "done" and not documents[i] and any(documents)  # (a chain study without --statistics)
-        error = _text(row.get("error")) or ("statistics.json missing" if missing else "")
+        error = _text(row.get("error")) or flips[i] or ("statistics.json missing" if missing else "")
         preview = Path(outroot) / subject / "preview.png"
         thumb = ""
         if preview.is_file():
