@@ -1,8 +1,11 @@
-"""runtime.bids: finding DWIs by BIDS rules in real folder trees, derivative names, dataset_description.json, and
-the command line's plan and one-line errors."""
+"""runtime.bids: finding DWIs by BIDS rules in real folder trees, derivative names (and the entity order of the
+BEP016 / BEP046 proposals they follow), dataset_description.json, the command line's plan and one-line errors, and
+its Boutiques descriptor (validated by ``bosh``)."""
 from __future__ import annotations
 
+import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,8 @@ import numpy as np
 import pytest
 
 from runtime.bids import (BidsDwi, bids_labels, dataset_description, derivative_name, ending_name, find_dwis,
-                          mask_name, parse_name, probseg_name, write_dataset_description)
+                          find_scalar_map, mask_name, parse_name, peaks_name, probseg_name, tract_entities,
+                          tractogram_name, tractometry_name, write_dataset_description)
 from runtime.errors import InputError, OutputError
 from runtime.models.bundles import TRACTQUERIER_BUNDLES
 
@@ -175,3 +179,137 @@ def test_plan_is_a_library_call(dataset, tmp_path):
     series: list[BidsDwi] = plan(dataset, tmp_path / "o", ["sub-01"])  # a label with or without sub-
     assert [d.name for d in series] == ["sub-01_run-1", "sub-01_run-2"]
     assert [d.name for d in plan(dataset, tmp_path / "o", ["01"])] == ["sub-01_run-1", "sub-01_run-2"]
+
+
+# -- issue 30: BEP016 / BEP046 names, the entity order they follow, the Boutiques descriptor --------------------------
+
+# The entity order a name must follow (suffix last): the source entities in BIDS 1.10's order
+# (src/schema/rules/entities.yaml), then the derivative entities: ``space`` (BIDS), ``model``, ``param`` (BEP016:
+# ``[_space-]_model-_param-_dwimap``; QSIRecon writes the same), ``tract``, ``hemi``, ``track`` (BEP046:
+# ``[_space-][_tract-][_track-]_tractogram.trx``, its example ``_tract-ArcuateFasciculus_hemi-L_track-eudx``), then
+# ``label`` and ``desc`` (BIDS). Two places where the texts disagree, neither touching a name we write: BIDS puts
+# ``hemi`` before ``space`` (BEP046's example after ``tract``), and BEP016's draft puts an optional ``desc`` between
+# ``model`` and ``param`` (QSIRecon after ``param``); we write no ``desc`` on a dwimap.
+SOURCE_ORDER = ["sub", "ses", "sample", "task", "tracksys", "acq", "nuc", "voi", "ce", "trc", "stain", "rec", "dir",
+                "run", "mod", "echo", "flip", "inv", "mt", "part", "proc"]
+DERIVED_ORDER = ["space", "model", "param", "tract", "hemi", "track", "label", "desc"]
+TEMPLATES = {  # suffix -> (extension, required derived entities, optional ones)
+    "mask": (".nii.gz", {"space", "label"}, {"desc"}),
+    "probseg": (".nii.gz", {"space", "label"}, set()),
+    "dwimap": (".nii.gz", {"space", "model", "param"}, set()),
+    "tractogram": (".trx", {"space", "tract", "track"}, {"hemi"}),
+    "tractometry": (".csv", {"space", "model", "param", "track"}, set()),
+}
+
+
+def check_name(name: str) -> None:
+    """``name`` (a data file or its ``.json`` sidecar) follows the proposals' entity order and its template."""
+    stem, _, extension = name.partition(".")
+    parsed = parse_name(name)
+    assert parsed is not None, name
+    entities, suffix = parsed
+    assert suffix in TEMPLATES, name
+    assert f".{extension}" in (TEMPLATES[suffix][0], ".json"), name
+    keys = list(entities)
+    source = [k for k in keys if k in SOURCE_ORDER]
+    derived = [k for k in keys if k not in SOURCE_ORDER]
+    assert keys == source + derived and keys[0] == "sub", name  # source entities first, sub leading
+    assert source == sorted(source, key=SOURCE_ORDER.index), name
+    assert all(k in DERIVED_ORDER for k in derived) and derived == sorted(derived, key=DERIVED_ORDER.index), name
+    _, required, optional = TEMPLATES[suffix]
+    assert required <= set(derived) <= required | optional, name
+    assert stem.endswith(f"_{suffix}") and entities["space"] == "orig", name
+    assert entities.get("hemi") in (None, "L", "R") and entities.get("track") in (None, "tractseg"), name
+
+
+@pytest.mark.parametrize("source", ["sub-01", "sub-01_ses-1_acq-hardi_dir-AP_run-2"])
+def test_every_name_follows_the_proposals_entity_order(source):
+    names = [peaks_name(source), tractometry_name(source, "tensor", "fa")]
+    for bundle in TRACTQUERIER_BUNDLES:
+        names += [mask_name(source, bundle), probseg_name(source, bundle), tractogram_name(source, bundle),
+                  ending_name(source, f"{bundle}_b"), ending_name(source, f"{bundle}_e")]
+    for name in names:
+        check_name(name)
+        check_name(name.split(".")[0] + ".json")
+    assert peaks_name(source) == f"{source}_space-orig_model-csd_param-peaks_dwimap.nii.gz"
+    assert tractogram_name(source, "CST_left") == f"{source}_space-orig_tract-CST_hemi-L_track-tractseg_tractogram.trx"
+    assert tractogram_name(source, "CC_1") == f"{source}_space-orig_tract-CC1_track-tractseg_tractogram.trx"
+    assert tractometry_name(source, "tensor", "fa") == (
+        f"{source}_space-orig_model-tensor_param-fa_track-tractseg_tractometry.csv")
+    assert len(set(names)) == len(names)  # one name per file: (tract, hemi) is unique over the 72 bundles
+    assert tract_entities("SLF_I_right") == ("SLFI", "R") and tract_entities("CA") == ("CA", None)
+
+
+def test_scalar_map_rules(dataset):
+    series = {d.name: d for d in find_dwis(dataset)}
+    folder = dataset / "derivatives/dti/sub-02/ses-b/dwi"
+    with pytest.raises(InputError, match=r"no scalar map sub-02_ses-b\[_space-orig\]_model-<model>_param-fa"):
+        find_scalar_map(dataset, series["sub-02_ses-b"], "fa")
+    _nifti(folder / "sub-02_ses-b_space-T1w_model-tensor_param-fa_dwimap.nii.gz", (4, 4, 3))  # another grid
+    _nifti(folder / "sub-02_ses-b_model-tensor_param-md_dwimap.nii.gz", (4, 4, 3))  # another parameter
+    _nifti(folder / "sub-02_ses-b_param-fa_dwimap.nii.gz", (4, 4, 3))  # no model: not BEP016
+    fa = _nifti(folder / "sub-02_ses-b_space-orig_model-tensor_param-fa_dwimap.nii.gz", (4, 4, 3))
+    assert find_scalar_map(dataset, series["sub-02_ses-b"], "fa") == fa
+    _nifti(dataset / "derivatives/dki/sub-02/ses-b/dwi/sub-02_ses-b_model-dki_param-fa_dwimap.nii", (4, 4, 3))
+    with pytest.raises(InputError, match="2 scalar maps") as caught:
+        find_scalar_map(dataset, series["sub-02_ses-b"], "fa")
+    assert "\n" not in str(caught.value)
+
+
+def test_dataset_description_lists_the_kinds(tmp_path):
+    text = dataset_description("0.1.0", kinds=["mask", "peaks", "tractogram"])["GeneratedBy"][0]["Description"]
+    assert "_model-csd_param-peaks_dwimap.nii.gz" in text and "_track-tractseg_tractogram.trx" in text
+    assert "_label-<bundle>_mask.nii.gz" in text and "tractometry" not in text
+
+
+def test_chain_flags(dataset, tmp_path, capsys):
+    from runtime.bids.__main__ import parse_args
+
+    base = [str(dataset), str(tmp_path / "out"), "participant"]
+    args, options, chain = parse_args([*base, "--chain", "--scalar-param", "fa", "--bundles", "CST_left",
+                                       "--artifacts-root", str(tmp_path)])
+    assert chain is not None and chain.tracking.tracking_format == "trx" and chain.bundles == ("CST_left",)
+    assert args.scalar_param == "fa" and options.per_subject.raw is not None
+    assert parse_args(base)[2] is None
+    for bad, needle in ((["--scalar-param", "fa"], "--scalar-param is for --chain"),
+                        (["--chain", "--artifacts", str(tmp_path)], "--chain runs three bundles"),
+                        (["--chain", "--tracking_format", "tck"], "unrecognized arguments: --tracking_format"),
+                        (["--chain", "--scalar-param", "f_a"], "a BIDS label")):
+        with pytest.raises(SystemExit) as caught:
+            parse_args([*base, *bad])
+        err = capsys.readouterr().err
+        assert caught.value.code == 2 and needle in err, err
+
+
+def test_boutiques_descriptor(dataset, tmp_path):
+    """``--boutiques`` prints a descriptor made from the parser: every flag is in it, ``bosh validate --bids``
+    accepts it, and ``bosh exec simulate`` turns an invocation into a command line the App's parser takes."""
+    pytest.importorskip("boutiques", reason="boutiques (the [test] extra) is not installed")
+    from runtime.bids.__main__ import build_parser, parse_args
+
+    done = _cli("--boutiques")
+    assert done.returncode == 0, done.stderr
+    descriptor = json.loads(done.stdout)
+    ids = {entry["id"] for entry in descriptor["inputs"]}
+    dests = {a.dest for a in build_parser()._actions if argparse.SUPPRESS not in (a.help, a.dest) and a.dest != "help"}
+    assert dests - {"output_dir"} <= ids and "boutiques" not in ids
+    path = tmp_path / "tractseg-aot-bids.json"
+    path.write_text(done.stdout)
+    bosh = str(Path(sys.executable).with_name("bosh"))
+    checked = subprocess.run([bosh, "validate", "--bids", str(path)], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0 and "BIDS validation OK" in checked.stdout, checked.stdout + checked.stderr
+    invocation = tmp_path / "invocation.json"
+    invocation.write_text(json.dumps({"bids_dir": str(dataset), "output_dir_name": str(tmp_path / "out"),
+                                      "analysis_level": "participant", "participant_label": ["01", "sub-02"],
+                                      "session_label": ["b"], "chain": True, "scalar_param": "fa",
+                                      "nr_fibers": 30, "peaks_engine": "dipy", "workers": 0}))
+    simulated = subprocess.run([bosh, "exec", "simulate", str(path), "-i", str(invocation)], capture_output=True,
+                               text=True, timeout=120, cwd=tmp_path)
+    assert simulated.returncode == 0, simulated.stdout + simulated.stderr
+    command = simulated.stdout.split("Generated Command:", 1)[1].strip()
+    mkdir, _, app = command.partition("; ")
+    assert mkdir == f"mkdir -p {tmp_path / 'out'}" and app.startswith("tractseg-aot-bids ")
+    args, options, chain = parse_args(shlex.split(app)[1:])
+    assert (args.bids_dir, args.analysis_level, args.participant_label) == (dataset, "participant", ["01", "sub-02"])
+    assert chain is not None and chain.tracking.nr_fibers == 30 and args.scalar_param == "fa"
+    assert options.workers == 0 and options.per_subject.raw.peaks_engine == "dipy"

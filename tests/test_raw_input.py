@@ -165,9 +165,93 @@ def test_bids_app_participant_and_group(dwi, tract_small, tmp_path):
     ours = out / "tractseg_output" / "sub-01" / "bundle_segmentations" / "CST_left.nii.gz"
     assert np.array_equal(np.asarray(nib.load(bids_mask).dataobj), np.asarray(nib.load(ours).dataobj))
     assert len(list((out / "sub-01" / "dwi").glob("*_mask.nii.gz"))) == 72
+    bids_peaks = out / "sub-01" / "dwi" / "sub-01_space-orig_model-csd_param-peaks_dwimap.nii.gz"  # BEP016
+    assert bids_peaks.samefile(out / "tractseg_output" / "sub-01" / "peaks.nii.gz")
+    peaks_sidecar = json.loads(bids_peaks.with_name(bids_peaks.name.replace(".nii.gz", ".json")).read_text())
+    assert peaks_sidecar["Model"]["Parameters"] == {"CSDType": "csd", "PeaksEngine": "dipy"}
+    assert peaks_sidecar["OrientationEncoding"] == {"Type": "3vector", "EncodingAxis": 3, "Reference": "xyz",
+                                                    "AntipodalSymmetry": True}
     again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 1 and "1 done earlier, 1 to run" in again.stdout, again.stdout + again.stderr
     group = subprocess.run([sys.executable, "-m", "runtime.bids", str(bids), str(out), "group"], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
     assert group.returncode == 1, group.stderr  # the report is written; a failed series is the exit status
     assert (out / "tractseg_output" / "report.html").is_file()
+
+
+def test_bids_app_chain_tracks_and_profiles(dwi, tract_small, endings_small, request, tmp_path):
+    """``--chain --scalar-param fa``: the raw-DWI pass, then the chain on its peaks; BEP046 tractograms (TRX, the
+    chain's own files) and the tractometry CSV under BIDS names, every name in the proposals' entity order; a series
+    without its FA map fails its chain alone (its masks and peaks are still linked); a rerun redoes nothing; the
+    group level writes the chain's study table."""
+    pytest.importorskip("dipy", reason="the [tracking] extra (dipy) is not installed")
+    pytest.importorskip("trx", reason="the [tracking] extra (trx-python) is not installed")
+    import subprocess
+    import sys
+
+    from runtime.bids.app import run_group
+    from runtime.cohort.records import read_cohort_table
+    from runtime.tracking.trx_format import read_trx
+    from tests.run_support import REPO
+    from tests.test_bids import check_name
+    from tests.tom_support import export_bundle, weights_dir
+
+    tom = export_bundle(request.config, "TOM", ["--weights-dir", str(weights_dir(request.config))], 16)
+    root = tmp_path / "bundles"
+    root.mkdir()
+    for name, bundle in (("tract_segmentation", tract_small), ("endings_segmentation", endings_small), ("TOM", tom)):
+        (root / name).symlink_to(Path(bundle).resolve())
+    bids = tmp_path / "bids"
+    (bids / "sub-01").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "phantom", "BIDSVersion": "1.10.0"}))
+    for series in ("sub-01/ses-1/dwi/sub-01_ses-1", "sub-02/dwi/sub-02"):  # sub-02 has no FA map
+        (bids / series).parent.mkdir(parents=True, exist_ok=True)
+        for source, extension in ((dwi.dwi, "_dwi.nii.gz"), (dwi.bvals, "_dwi.bval"), (dwi.bvecs, "_dwi.bvec")):
+            shutil.copy(source, bids / f"{series}{extension}")
+    fa = bids / "derivatives" / "dti" / "sub-01" / "ses-1" / "dwi" / "sub-01_ses-1_model-tensor_param-fa_dwimap.nii.gz"
+    fa.parent.mkdir(parents=True)
+    image = nib.load(dwi.dwi)
+    nib.save(nib.Nifti1Image(np.where(np.asarray(nib.load(dwi.mask).dataobj) > 0, 0.5, 0).astype(np.float32),
+                             image.affine), fa)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "runtime.bids", str(bids), str(out), "participant", "--chain", "--scalar-param",
+            "fa", "--artifacts-root", str(root), "--bundles", "CST_left,CC_1", "--nr_fibers", "20", "--peaks-engine",
+            "dipy", "--workers", "0", "--nr_cpus", "2", "--quiet"]
+    first = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 1, first.stderr
+    segmented = {row["subject"]: row["status"] for row in read_cohort_table(out / "tractseg_output" / "cohort.csv")}
+    tracked = {row["subject"]: row for row in read_cohort_table(out / "tractseg_chain" / "cohort.csv")}
+    assert segmented == {"sub-01_ses-1": "done", "sub-02": "done"}
+    assert tracked["sub-01_ses-1"]["status"] == "done" and tracked["sub-02"]["status"] == "failed"
+    assert "no scalar map sub-02[_space-orig]_model-<model>_param-fa_dwimap" in tracked["sub-02"]["error"]
+    assert (out / "sub-02" / "dwi" / "sub-02_space-orig_model-csd_param-peaks_dwimap.nii.gz").is_file()
+    assert not list((out / "sub-02" / "dwi").glob("*_tractogram.trx"))
+    folder, chain = out / "sub-01" / "ses-1" / "dwi", out / "tractseg_chain" / "sub-01_ses-1"
+    written = sorted(p.name for p in (out / "sub-01").rglob("*") if p.is_file())
+    assert len(written) == 2 * (72 + 144 + 1 + 2 + 1)  # masks, endings, peaks, 2 tractograms, the CSV; + sidecars
+    for name in written + sorted(p.name for p in (out / "sub-02").rglob("*") if p.is_file()):
+        check_name(name)
+    for bundle, name in (("CST_left", "sub-01_ses-1_space-orig_tract-CST_hemi-L_track-tractseg_tractogram"),
+                         ("CC_1", "sub-01_ses-1_space-orig_tract-CC1_track-tractseg_tractogram")):
+        tractogram = folder / f"{name}.trx"
+        assert tractogram.samefile(chain / "TOM_trackings" / f"{bundle}.trx")
+        streamlines, _ = read_trx(tractogram)
+        sidecar = json.loads((folder / f"{name}.json").read_text())
+        for key in ("StreamlineSeeding", "StreamlinePropagation", "StreamlineTermination",
+                    "StreamlineAcceptanceCriteria"):
+            assert key in sidecar, key  # BEP046's REQUIRED fields
+        assert sidecar["TractsegAot"]["streamlines"] == len(streamlines) and sidecar["TractsegAot"]["seed"] == 0
+        assert sidecar["StreamlineSeeding"]["Sources"][0]["Source"] == (
+            f"bids::tractseg_chain/sub-01_ses-1/bundle_segmentations/{bundle}.nii.gz")
+    csv = folder / "sub-01_ses-1_space-orig_model-tensor_param-fa_track-tractseg_tractometry.csv"
+    assert csv.samefile(chain / "Tractometry.csv") and csv.read_text().splitlines()[0] == "CC_1;CST_left"
+    assert json.loads(csv.with_suffix(".json").read_text())["Sources"][1] == (
+        "bids:raw:derivatives/dti/sub-01/ses-1/dwi/sub-01_ses-1_model-tensor_param-fa_dwimap.nii.gz")
+    assert (folder / "sub-01_ses-1_space-orig_label-CSTleft_desc-endings_mask.nii.gz").is_file()
+    description = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]["Description"]
+    assert "_track-tractseg_tractogram.trx" in description and "_track-tractseg_tractometry.csv" in description
+    assert (out / ".bidsignore").read_text() == "tractseg_output/\ntractseg_chain/\n"
+    again = subprocess.run(argv[:-1], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1 and again.stdout.count("1 done earlier, 1 to run") == 1, again.stdout
+    assert "2 subject(s): 2 done earlier, 0 to run" in again.stdout, again.stdout
+    assert run_group(out) == 1 and (out / "tractseg_chain" / "tractometry.csv").is_file()

@@ -12,13 +12,16 @@ principle"):
   ``sub-<p>[/ses-<s>]/dwi/`` path, a ``..._desc-brain_mask.nii[.gz]`` whose entities are the DWI's own (less the
   suffix) plus ``desc-brain`` and at most ``space-orig`` or ``space-dwi`` (a mask on the DWI grid). None found: no
   mask (the peaks engine makes one); more than one: an error naming them.
+- Scalar map for tractometry (our rule, :func:`find_scalar_map`; BEP016's parameter-map name): in the same
+  ``derivatives/<pipeline>/`` folders, a ``..._model-<any>_param-<param>_dwimap.nii[.gz]`` whose entities are the
+  DWI's own plus ``model``, ``param`` and at most ``space-orig`` or ``space-dwi``; exactly one, else an error.
 - ``participant_labels`` / ``session_labels`` take labels with or without ``sub-`` / ``ses-``; a label that is not
   in the dataset is one :class:`InputError` line listing those that are.
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,19 +104,27 @@ def _gradient_file(dwi: Path, entities: dict[str, str], extension: str, folders:
     raise InputError(f"{dwi}: no {extension} file (neither {exact.name} nor an inherited dwi{extension})")
 
 
-def _brain_mask(bids_dir: Path, relative: Path, entities: dict[str, str], dwi: Path) -> Path | None:
+def _derivatives(bids_dir: Path, relative: Path, entities: dict[str, str], suffix: str,
+                 wanted: Callable[[dict[str, str]], bool]) -> list[Path]:
+    """The ``*_<suffix>.nii[.gz]`` files at ``relative`` in every ``<bids>/derivatives/<pipeline>/`` whose entities
+    are the DWI's own plus at most ``space-orig|dwi`` (on the DWI's grid) and extras that ``wanted`` accepts."""
     found = []
     derivatives = bids_dir / "derivatives"
     for pipeline in sorted(p for p in derivatives.iterdir() if p.is_dir()) if derivatives.is_dir() else []:
         folder = pipeline / relative
-        for path in sorted(folder.glob("*_mask.nii*")) if folder.is_dir() else []:
+        for path in sorted(folder.glob(f"*_{suffix}.nii*")) if folder.is_dir() else []:
             parsed = parse_name(path.name)
-            if not parsed or parsed[1] != "mask" or not path.name.endswith((".nii", ".nii.gz")):
+            if not parsed or parsed[1] != suffix or not path.name.endswith((".nii", ".nii.gz")):
                 continue
             extra = {k: v for k, v in parsed[0].items() if k not in entities}
             same = all(parsed[0].get(k) == v for k, v in entities.items())
-            if same and extra.pop("desc", None) == "brain" and extra.pop("space", None) in MASK_SPACES and not extra:
+            if same and extra.pop("space", None) in MASK_SPACES and wanted(extra):
                 found.append(path)
+    return found
+
+
+def _brain_mask(bids_dir: Path, relative: Path, entities: dict[str, str], dwi: Path) -> Path | None:
+    found = _derivatives(bids_dir, relative, entities, "mask", lambda extra: extra == {"desc": "brain"})
     if len(found) > 1:
         raise InputError(f"{dwi}: more than one brain mask in derivatives/: {', '.join(str(p) for p in found)}")
     return found[0] if found else None
@@ -168,3 +179,17 @@ def find_dwis(bids_dir: str | Path, participant_labels: Sequence[str] | None = N
     if not found:
         raise InputError(f"{root}: no sub-*/[ses-*/]dwi/*_dwi.nii[.gz] for the selected participants")
     return found
+
+
+def find_scalar_map(bids_dir: str | Path, series: BidsDwi, param: str) -> Path:
+    """The series' scalar map ``..._model-<m>_param-<param>_dwimap.nii[.gz]`` (module docstring); InputError (one
+    line) when there is none or more than one."""
+    relative = series.output_dir(Path())  # sub-<p>[/ses-<s>]/dwi
+    found = _derivatives(Path(bids_dir), relative, series.entities, "dwimap",
+                         lambda extra: set(extra) == {"model", "param"} and extra["param"] == param)
+    if len(found) != 1:
+        what = f"{len(found)} scalar maps ({', '.join(str(p) for p in found)})" if found else "no scalar map"
+        raise InputError(f"{series.dwi}: {what} {series.name}[_space-orig]_model-<model>_param-{param}_dwimap"
+                         f".nii[.gz] in {Path(bids_dir) / 'derivatives'}/*/{relative.as_posix()}/; exactly one "
+                         f"is needed")
+    return found[0]

@@ -11,8 +11,20 @@ Names (BIDS 1.10 derivatives, "Imaging data types": ``src/derivatives/imaging.md
 - A BIDS ``<label>`` is alphanumeric only (an underscore would end the entity), so a bundle name loses its
   underscores: ``CST_left`` -> ``CSTleft``, ``CC_1`` -> ``CC1`` (:func:`bids_label`; unique over each bundle list,
   checked). Tract endings (``<bundle>_b`` / ``_e``) are masks with ``desc-beginnings`` / ``desc-endings``.
+- Peaks (BEP016, diffusion derivatives, as written in the proposal's repository bids-standard/bids-bep016, branch
+  ``bep-016`` at its 2025-09-15 merge; bids-specification PR #2258 carries it; QSIRecon names peaks the same way):
+  ``<source_entities>[_space-<space>]_model-<label>_param-<label>_dwimap.nii.gz`` -> upstream's ``peaks.nii.gz`` is
+  ``sub-01_space-orig_model-csd_param-peaks_dwimap.nii.gz`` (either engine, any ``--csd_type``: multi-tissue CSD
+  is model ``csd`` too; no ``desc``, which BEP016 reserves for two versions of one model: we keep one).
+- Tractograms (BEP046, tractography, bids-specification PR #2333; its draft's template
+  ``<source>[_space-][_tract-][_track-]_tractogram.trx`` and example ``..._tract-ArcuateFasciculus_hemi-L_track-eudx``):
+  ``<source_entities>[_space-<space>][_tract-<tract>][_hemi-L|R][_track-<method>]_tractogram.trx``: a bundle name
+  ``CST_left`` is ``tract-CST_hemi-L``, ``CC_1`` is ``tract-CC1``, the method ``track-tractseg``.
+- A series' tractometry CSV (upstream's ``Tractometry.csv``; no proposal names one, so BIDS-like):
+  ``<source_entities>_space-orig_model-<m>_param-<p>_track-tractseg_tractometry.csv``: the scalar map's
+  ``model``/``param``, the tracking method.
 - ``dataset_description.json``: ``DatasetType`` "derivative" and ``GeneratedBy`` (REQUIRED for derivatives) naming
-  tractseg-aot, its version, and (optional field) the peaks engine.
+  tractseg-aot, its version, (optional field) the peaks engine, and every kind of derivative written.
 """
 from __future__ import annotations
 
@@ -27,6 +39,18 @@ from runtime.io.atomic import write_text_atomic
 BIDS_VERSION = "1.10.0"
 SPACE = "orig"
 ENDING_DESC = {"b": "beginnings", "e": "endings"}
+HEMISPHERES = {"left": "L", "right": "R"}
+PEAKS_MODEL, PEAKS_PARAM = "csd", "peaks"
+TRACK = "tractseg"  # BEP046's tracking method: upstream TractSeg's own tracker on its TOMs
+DERIVATIVE_KINDS = {  # what dataset_description.json lists, by kind
+    "mask": "bundle masks (*_space-orig_label-<bundle>_mask.nii.gz)",
+    "probseg": "bundle probabilities (*_space-orig_label-<bundle>_probseg.nii.gz)",
+    "endings": "bundle beginnings and endings (*_space-orig_label-<bundle>_desc-beginnings|endings_mask.nii.gz)",
+    "peaks": "fibre peaks, BEP016 (*_space-orig_model-csd_param-peaks_dwimap.nii.gz)",
+    "tractogram": "tractograms, BEP046 (*_space-orig_tract-<tract>[_hemi-L|R]_track-tractseg_tractogram.trx)",
+    "tractometry": "tractometry profiles, upstream's CSV (*_space-orig_model-<model>_param-<param>_track-tractseg"
+                   "_tractometry.csv)",
+}
 
 
 def bids_label(name: str) -> str:
@@ -50,17 +74,24 @@ def bids_labels(names: Iterable[str]) -> dict[str, str]:
     return labels
 
 
+def entity_name(source: str, entities: Iterable[tuple[str, str | None]], suffix: str, extension: str) -> str:
+    """``<source>[_<key>-<value>]..._<suffix><extension>``, the entities in the order given (None: left out)."""
+    parts = [source]
+    for key, value in entities:
+        if value is not None:
+            if not re.fullmatch(r"[A-Za-z0-9]+", value):
+                raise ValueError(f"{value!r} is not a BIDS label (letters and digits only)")
+            parts.append(f"{key}-{value}")
+    if not re.fullmatch(r"[A-Za-z0-9]+", suffix):
+        raise ValueError(f"{suffix!r} is not a BIDS suffix (letters and digits only)")
+    return "_".join(parts) + f"_{suffix}{extension}"
+
+
 def derivative_name(source: str, suffix: str, *, label: str | None = None, desc: str | None = None,
                     space: str = SPACE, extension: str = ".nii.gz") -> str:
     """``<source>_space-<space>[_label-<label>][_desc-<desc>]_<suffix><extension>`` (entity order of the spec's
     mask template; ``source`` is e.g. ``sub-01_ses-1_run-1``)."""
-    for value in (space, label, desc, suffix):
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9]+", value):
-            raise ValueError(f"{value!r} is not a BIDS label (letters and digits only)")
-    parts = [source, f"space-{space}"]
-    parts += [f"label-{label}"] if label else []
-    parts += [f"desc-{desc}"] if desc else []
-    return "_".join(parts) + f"_{suffix}{extension}"
+    return entity_name(source, (("space", space), ("label", label), ("desc", desc)), suffix, extension)
 
 
 def mask_name(source: str, bundle: str) -> str:
@@ -81,13 +112,50 @@ def ending_name(source: str, region: str) -> str:
     return derivative_name(source, "mask", label=bids_label(bundle), desc=ENDING_DESC[end])
 
 
+def tract_entities(bundle: str) -> tuple[str, str | None]:
+    """A bundle name as BEP046's ``tract`` and ``hemi``: ``CST_left`` -> (``CST``, ``L``), ``CC_1`` -> (``CC1``,
+    None), ``SLF_I_right`` -> (``SLFI``, ``R``)."""
+    stem, _, side = bundle.rpartition("_")
+    if stem and side in HEMISPHERES:
+        return bids_label(stem), HEMISPHERES[side]
+    return bids_label(bundle), None
+
+
+def dwimap_name(source: str, model: str, param: str, space: str = SPACE) -> str:
+    """A BEP016 parameter map: ``<source>_space-<space>_model-<model>_param-<param>_dwimap.nii.gz``."""
+    return entity_name(source, (("space", space), ("model", model), ("param", param)), "dwimap", ".nii.gz")
+
+
+def peaks_name(source: str) -> str:
+    """upstream's ``peaks.nii.gz``: ``sub-01_space-orig_model-csd_param-peaks_dwimap.nii.gz``."""
+    return dwimap_name(source, PEAKS_MODEL, PEAKS_PARAM)
+
+
+def tractogram_name(source: str, bundle: str) -> str:
+    """A bundle's tractogram (BEP046): ``sub-01_space-orig_tract-CST_hemi-L_track-tractseg_tractogram.trx``."""
+    tract, hemi = tract_entities(bundle)
+    return entity_name(source, (("space", SPACE), ("tract", tract), ("hemi", hemi), ("track", TRACK)),
+                       "tractogram", ".trx")
+
+
+def tractometry_name(source: str, model: str, param: str) -> str:
+    """A series' tractometry CSV: ``sub-01_space-orig_model-tensor_param-fa_track-tractseg_tractometry.csv``."""
+    return entity_name(source, (("space", SPACE), ("model", model), ("param", param), ("track", TRACK)),
+                       "tractometry", ".csv")
+
+
 def dataset_description(version: str, *, peaks_engine: str | None = None,
-                        source_datasets: Iterable[Mapping[str, str]] = ()) -> dict[str, object]:
+                        source_datasets: Iterable[Mapping[str, str]] = (),
+                        kinds: Iterable[str] = ()) -> dict[str, object]:
+    """The output folder's description; ``kinds``: keys of :data:`DERIVATIVE_KINDS`, what this run writes."""
     generated = {"Name": "tractseg-aot", "Version": version,
                  "Description": "TractSeg (MIC-DKFZ/TractSeg 2.10) white-matter bundle segmentation, run ahead of "
                                 "time without PyTorch"}
     if peaks_engine is not None:
         generated["Description"] += f"; peaks computed by the {peaks_engine} engine"
+    listed = [DERIVATIVE_KINDS[kind] for kind in kinds]
+    if listed:
+        generated["Description"] += "; derivatives, each with a JSON sidecar: " + ", ".join(listed)
     description: dict[str, object] = {"Name": "tractseg-aot derivatives", "BIDSVersion": BIDS_VERSION,
                                       "DatasetType": "derivative", "GeneratedBy": [generated]}
     sources = [dict(s) for s in source_datasets]

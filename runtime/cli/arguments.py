@@ -111,8 +111,9 @@ def add_run_arguments(p: argparse.ArgumentParser, raw_flag: bool = True, raw_fil
     add_common_arguments(p)
 
 
-def add_chain_arguments(p: argparse.ArgumentParser) -> None:
-    """Where the chain's three bundles are, and upstream ``Tracking`` / ``Tractometry``'s options."""
+def add_chain_arguments(p: argparse.ArgumentParser, tracking_format: bool = True) -> None:
+    """Where the chain's three bundles are, and upstream ``Tracking`` / ``Tractometry``'s options
+    (``tracking_format``: offer ``--tracking_format``; the BIDS App writes TRX only)."""
     g = p.add_argument_group("the chain's bundles (each: its own option, else ARTIFACTS_ROOT/<model>, else "
                              "$TRACTSEG_AOT_ARTIFACTS/<model>, else ~/.cache/tractseg-aot/<model>)")
     g.add_argument("--artifacts-root", dest="artifacts_root", metavar="DIR", type=path_arg,
@@ -122,7 +123,7 @@ def add_chain_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tom-artifacts", dest="tom_artifacts", metavar="DIR", type=path_arg)
     t = p.add_argument_group("tracking and tractometry (upstream Tracking / Tractometry)")
     add_bundles_argument(t, "bundles to track and profile (default: all 72; Tractometry profiles its 50 of them)")
-    add_tracking_arguments(t)
+    add_tracking_arguments(t, tracking_format)
     t.add_argument("--nr_points", metavar="N", type=int, default=100, help="points along each bundle (default 100)")
 
 
@@ -135,10 +136,12 @@ def add_tracking_format_argument(p: argparse.ArgumentParser | argparse._Argument
                    help="the tractograms' format (default: tck, as upstream)")
 
 
-def add_tracking_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """upstream ``Tracking``'s shared flags and defaults, plus ``--seed``."""
+def add_tracking_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup,
+                           tracking_format: bool = True) -> None:
+    """upstream ``Tracking``'s shared flags and defaults, plus ``--seed`` (and ``--tracking_format``)."""
     p.add_argument("--nr_fibers", metavar="N", type=int, default=2000, help="streamlines per bundle (default 2000)")
-    add_tracking_format_argument(p)
+    if tracking_format:
+        add_tracking_format_argument(p)
     p.add_argument("--tracking_dilation", metavar="N", type=int, default=0,
                    help="dilate the bundle mask by N voxels and the endpoint masks by N+1 (default: 0, as upstream)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED,
