@@ -96,6 +96,19 @@ class RawInputOptions(_Replace):
 
 
 @dataclass(frozen=True)
+class PreprocessOptions(_Replace):
+    """``--preprocess``: the run in MNI space (upstream's, without FSL). ``template``: ``--mni-template FILE``
+    (None: the installed TractSeg's, else the per-user cache's); ``fa``: ``--fa FILE``, an FA map on the peaks'
+    grid to register (None: the first-peak length)."""
+
+    template: str | None = None
+    fa: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {"template": self.template, "fa": self.fa}
+
+
+@dataclass(frozen=True)
 class RunOptions(_Replace):
     """One subject's run: the model (``output_type``, ``tract_definition``) and its bundle (``artifacts``
     [--artifacts]; None: ``$TRACTSEG_AOT_ARTIFACTS``, else the per-user cache), how the network runs (``backend``),
@@ -113,6 +126,7 @@ class RunOptions(_Replace):
     raw: RawInputOptions | None = None
     tract_segmentations_path: str | None = None
     tom_bundles: tuple[str, ...] | None = None  # TOM: only these bundles (and the part models that hold them)
+    preprocess: PreprocessOptions | None = None  # --preprocess: the run in MNI space (runtime.runner.preprocess)
     force: bool = False
     quiet: bool = False
     orientation: str = "check"
@@ -136,6 +150,9 @@ class RunOptions(_Replace):
             found.append("--rescale_dm is only used with --output_type dm_regression")
         if self.tract_segmentations_path is not None and self.output_type != "TOM":
             found.append("--tract_segmentations_path is only used with --output_type TOM")
+        if self.preprocess is not None and self.output_type == "TOM":
+            found.append("--preprocess is not supported for --output_type TOM yet (its bundle masks would have to "
+                         "move to MNI space too): run TOM on peaks already in MNI space")
         if self.tom_bundles is not None:
             unknown = [b for b in self.tom_bundles if b not in self.model.bundles]
             if self.output_type != "TOM" or unknown or not self.tom_bundles:
@@ -162,6 +179,7 @@ class RunOptions(_Replace):
                 **({"tom_bundles": list(self.tom_bundles)} if self.tom_bundles is not None else {}),
                 **({"rescale_dm": self.save.rescale_dm} if self.output_type == "dm_regression" else {}),
                 **({"raw_diffusion_input": self.raw.record()} if self.raw is not None else {}),
+                **({"preprocess": self.preprocess.record()} if self.preprocess is not None else {}),
                 **({"orientation": "fix"} if self.orientation == "fix" else {})}  # check / off change no output
 
     def output_files(self, outdir: str | os.PathLike[str]) -> list[Path]:

@@ -45,6 +45,17 @@ def add_orientation_argument(p: argparse.ArgumentParser) -> None:
                         "a confident flip), off")
 
 
+def add_preprocess_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("--preprocess: the run in MNI space (upstream's, without FSL; runtime.preprocess)")
+    g.add_argument("--preprocess", action="store_true",
+                   help="register the subject rigidly to upstream's MNI FA template, run there, and bring every "
+                        "output back to the input's grid (needs the [diffusion] extra: dipy)")
+    g.add_argument("--mni-template", dest="mni_template", metavar="FILE", type=path_arg,
+                   help="the MNI FA template (default: the installed TractSeg's, else the per-user cache's)")
+    g.add_argument("--fa", metavar="FILE", type=path_arg,
+                   help="an FA map on the peaks' grid to register (default: the first-peak length)")
+
+
 def add_save_arguments(p: argparse.ArgumentParser) -> None:
     """What is written, in upstream's layout."""
     p.add_argument("--single_output_file", action="store_true", help="all bundles in one 4D image (not for TOM)")
@@ -105,6 +116,7 @@ def add_run_arguments(p: argparse.ArgumentParser, raw_flag: bool = True, raw_fil
     """Everything one subject's run takes (``tractseg-aot``; the study runner and the BIDS App per subject)."""
     add_model_arguments(p)
     add_save_arguments(p)
+    add_preprocess_arguments(p)
     add_backend_arguments(p)
     add_qc_arguments(p)
     add_raw_input_arguments(p, raw_flag, raw_files)

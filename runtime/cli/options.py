@@ -9,7 +9,8 @@ from typing import NoReturn
 from runtime.chain import ChainOptions
 from runtime.cohort import StudyOptions
 from runtime.errors import InputError
-from runtime.options import BackendOptions, QCOptions, RawInputOptions, RunOptions, SaveOptions
+from runtime.options import (BackendOptions, PreprocessOptions, QCOptions, RawInputOptions, RunOptions,
+                             SaveOptions)
 from runtime.tracking.api import TrackingOptions, parse_bundles
 
 
@@ -40,6 +41,8 @@ def run_options(p: argparse.ArgumentParser, args: argparse.Namespace, raw: bool 
     """The parsed run flags (:func:`runtime.cli.arguments.add_run_arguments`) as :class:`RunOptions`. ``raw``:
     the input is a DWI whatever the flags say (the BIDS App); None: ``--raw_diffusion_input`` decides."""
     raw = args.raw_diffusion_input if raw is None else raw
+    if not args.preprocess and (args.mni_template or args.fa):
+        p.error("--mni-template / --fa are for --preprocess")
     if not raw and any(getattr(args, name, None) is not None for name in ("bvals", "bvecs", "brain_mask")):
         p.error("--bvals / --bvecs / --brain_mask are for --raw_diffusion_input")
     if args.output_type in ("endings_segmentation", "TOM") and args.tract_definition == "xtract":
@@ -53,7 +56,8 @@ def run_options(p: argparse.ArgumentParser, args: argparse.Namespace, raw: bool 
                           qc=QCOptions(statistics=args.statistics, preview=args.preview),
                           raw=raw_input_options(args) if raw else None,
                           tract_segmentations_path=args.tract_segmentations_path, force=args.force, quiet=args.quiet,
-                          orientation=args.orientation)
+                          orientation=args.orientation,
+                          preprocess=PreprocessOptions(args.mni_template, args.fa) if args.preprocess else None)
     except ValueError as error:
         _usage(p, error)
 

@@ -15,6 +15,7 @@ from runtime.models.manifest import Manifest
 from runtime.options import RunOptions
 from runtime.qc.collectors import preview_dependency_check
 from runtime.runner.orientation import check_orientation
+from runtime.runner.preprocess import MniMove, move_to_mni
 from runtime.tom import check_masks, default_masks_dir
 
 
@@ -32,6 +33,7 @@ class CheckedSubject:
     masks: Path | None = None  # TOM: the bundle segmentations folder, checked
     carried: tuple[tuple[Path, Path], ...] = ()  # (final path, where it is now): committed with the outputs
     orientation: dict[str, Any] | None = None  # the orientation check's verdict (runtime.runner.orientation)
+    mni: MniMove | None = None  # --preprocess: the run happens in MNI space (runtime.runner.preprocess)
 
     def take_peaks(self) -> ReadPeaks:
         """The input, handed over: this record no longer holds it, so the pipeline frees it as soon as the
@@ -65,12 +67,18 @@ def read_subject(peaks: PeaksInput | ReadPeaks, outdir: Path, files: list[Path],
     ``carried``: files made before the run (a raw input's peaks) to commit with the outputs. Raises
     TractSegError."""
     started = time.perf_counter()
-    given = check_aspect(read_peaks(peaks, manifest.slice_size, options.model.largest_part.n_classes))
+    given = read_peaks(peaks, manifest.slice_size, options.model.largest_part.n_classes)
     read_seconds = round(time.perf_counter() - started, 3)
-    orientation = check_orientation(given, options.orientation)
+    orientation = check_orientation(given, options.orientation)  # in the subject's own axes
+    masks_grid = (given.data.shape[:3], given.affine)
+    mni = None
+    if options.preprocess is not None:
+        given, mni = move_to_mni(given, options.preprocess)
+    given = check_aspect(given)
     masks = None
     if options.model.task == "TOM":
         masks = check_masks(options.tract_segmentations_path or default_masks_dir(outdir),
-                            options.tom_bundles or options.model.bundles, given.data.shape[:3], given.affine)
+                            options.tom_bundles or options.model.bundles, *masks_grid)
     extra = tuple(final for final, _ in carried if final not in files)
-    return CheckedSubject(given, outdir, tuple(files) + extra, report, read_seconds, masks, carried, orientation)
+    return CheckedSubject(given, outdir, tuple(files) + extra, report, read_seconds, masks, carried, orientation,
+                          mni)

@@ -31,6 +31,7 @@ from runtime.outputs.output_set import output_folder
 from runtime.outputs.save import EXTRAS_BYTES, write_result
 from runtime.qc.collectors import first_peak_length
 from runtime.runner.checks import CheckedSubject, check_destination, read_subject
+from runtime.runner.preprocess import back_to_subject
 from runtime.runner.raw_input import peaks_from_raw
 from runtime.runner.report import RunReport, run_document
 
@@ -91,6 +92,9 @@ def run_subject(pipeline: TractSegPipeline, checked: CheckedSubject, options: Ru
         if checked.masks is None:
             written, write_timings = write_result(result, staged, options.save, options.qc, name, background,
                                                   progress)
+        if checked.mni is not None:  # --preprocess: the outputs back on the input's grid, before the commit
+            back_to_subject([staged.path(f.relative_to(checked.outdir)) for f in written], checked.mni,
+                            options.save.probabilities, options.output_type)
         for final, current in checked.carried:  # a raw input's peaks (runtime.runner.raw_input)
             shutil.move(current, staged.path(final.relative_to(checked.outdir)))
             written.append(final)
@@ -103,4 +107,6 @@ def run_subject(pipeline: TractSegPipeline, checked: CheckedSubject, options: Ru
     document = run_document(result.source, result.placement, pipeline.manifest.slice_size, options,
                             pipeline.record(), stats, timings, rss, written)
     document["orientation"] = checked.orientation
+    if checked.mni is not None:
+        document["preprocess"] = checked.mni.record()
     return RunReport(tuple(written), document["timings_s"], stats.run if stats else None, rss, document)
