@@ -22,6 +22,7 @@ DIPY_MISSING = {
     "tracking": "dipy is not installed; tracking and tractometry need it: pip install 'tractseg-aot[tracking]'",
     "diffusion": "engine 'dipy' needs dipy: pip install 'tractseg-aot[diffusion]'",
     "orientation": "the b-vector check needs dipy (the 'diffusion' extra): pip install 'tractseg-aot[diffusion]'",
+    "preprocess": "--preprocess needs dipy (the 'diffusion' extra): pip install 'tractseg-aot[diffusion]'",
     "calc_FA": "calc_FA needs dipy (the 'diffusion' extra): pip install 'tractseg-aot[diffusion]'",
 }
 

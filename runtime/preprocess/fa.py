@@ -51,7 +51,7 @@ def dwi_fa(dwi: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, mask: np.ndarr
     """FA (float32, [0, 1]) of a 4D DWI from a dipy tensor fit. ``bvecs`` (3, N) or (N, 3). ``mask``: the brain
     mask (>= 0.5 inside, as upstream's ``calc_FA``); None: every voxel whose mean signal is above 0. 0 outside.
     (``tractseg-aot-tools calc_FA`` is the file-level twin with upstream's checks.)"""
-    require_dipy("diffusion")
+    require_dipy("preprocess")
     from dipy.core.gradients import gradient_table
     from dipy.reconst.dti import TensorModel
 

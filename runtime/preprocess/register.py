@@ -67,7 +67,7 @@ def register_rigid(moving: np.ndarray, moving_affine: np.ndarray, template: np.n
                    level_iters: tuple[int, ...] = LEVEL_ITERS, nbins: int = NBINS) -> np.ndarray:
     """The rigid 4x4 ``subject_to_mni`` (world mm -> world mm) that best aligns ``moving`` (the subject's FA or
     FA-like image on ``moving_affine``) with ``template`` (on ``template_affine``). Deterministic."""
-    require_dipy("diffusion")
+    require_dipy("preprocess")
     from dipy.align.imaffine import (AffineInvalidValuesError, AffineInversionError, AffineRegistration,
                                      MutualInformationMetric, transform_centers_of_mass)
     from dipy.align.transforms import RigidTransform3D, TranslationTransform3D
