@@ -76,4 +76,7 @@ def test_api_statistics_equal_the_cli_file(qc_run, tract_small):
     document = TractSegPipeline.open(tract_small, backend="onnxruntime").predict(peaks).statistics()
     written = json.loads((out / "statistics.json").read_text())
     assert document.keys() == written.keys()
+    # what only a run knows: the demo weights and its orientation check (predict does not check)
+    run_notes = {key: written["_meta"].pop(key) for key in ("demo_weights", "orientation")}
+    assert run_notes["demo_weights"] is True and run_notes["orientation"]["flip"] in ("none", "x", "y", "z")
     assert document == written  # _meta included: subject, model and source as the command line records them

@@ -221,3 +221,16 @@ def test_subjects_whose_peaks_look_flipped_come_first(tmp_path):
     order = [part.split('"')[0] for part in table.split('data-subject="')[1:]]
     assert order == ["sub-03", "sub-01", "sub-02"]
     assert 'class="subject done flipped"' in table and "y axis looks flipped" in table
+
+
+def test_demo_weights_are_said_on_the_page(tmp_path):
+    """A study whose statistics came from demo weights says so at the top of the report."""
+    write_statistics(statistics_document({"CA": bundle_statistics(mask_with(40, 1), None, AFFINE)},
+                                         masks_meta(subject="sub-01", demo_weights=True)),
+                     tmp_path / "sub-01" / "statistics.json")
+    write_study_report(tmp_path, [{"subject": "sub-01", "status": "done"}])
+    assert 'id="demo">DEMO WEIGHTS' in (tmp_path / "report.html").read_text()
+    write_statistics(statistics_document({"CA": bundle_statistics(mask_with(40, 1), None, AFFINE)},
+                                         masks_meta(subject="sub-01")), tmp_path / "sub-01" / "statistics.json")
+    write_study_report(tmp_path, [{"subject": "sub-01", "status": "done"}])
+    assert "DEMO WEIGHTS" not in (tmp_path / "report.html").read_text()

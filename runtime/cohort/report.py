@@ -127,7 +127,7 @@ margin-top:28px}table{border-collapse:collapse}td,th{border-bottom:1px solid #dd
 vertical-align:middle}th{background:#f3f3f3}tr.failed td{background:#fde8e8}tr.flipped td{background:#fff3d6}
 tr.skipped td{color:#777}
 td.error{min-width:260px;max-width:420px;font-family:monospace;font-size:12px;white-space:pre-wrap;word-break:break-word}
-.outlier{color:#b00;font-weight:bold}img.thumb{height:90px;border:1px solid #ccc}td.num{text-align:right;
+.outlier{color:#b00;font-weight:bold}.demo{color:#b00;font-weight:bold}img.thumb{height:90px;border:1px solid #ccc}td.num{text-align:right;
 font-variant-numeric:tabular-nums}.summary span{margin-right:16px}"""
 
 
@@ -149,6 +149,8 @@ def report_html(outroot: str | os.PathLike[str], rows: Sequence[Row], page_dir: 
         counts[str(row.get("status"))] = counts.get(str(row.get("status")), 0) + 1
     out = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
            f'<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>',
+           *(['<p class="demo" id="demo">DEMO WEIGHTS (random, not trained): these masks are not anatomy.</p>']
+             if any(d and d.get(META_KEY, {}).get("demo_weights") for d in documents) else []),
            '<p class="summary" id="summary">' + "".join(f'<span class="count {esc(s)}">{esc(s)}: {n}</span>'
                                                          for s, n in sorted(counts.items())) + "</p>",
            '<h2>Subjects</h2><table id="subjects"><thead><tr><th>subject</th><th>status</th><th>time (s)</th>'

@@ -14,7 +14,7 @@ from runtime.io.peaks_input import subject_name
 from runtime.io.progress import Progress
 from runtime.options import QCOptions, SaveOptions
 from runtime.outputs.output_set import StagedOutputs, output_folder
-from runtime.qc.collectors import BundleHooks
+from runtime.qc.collectors import BundleHooks, RunNotes
 
 if TYPE_CHECKING:  # annotations only
     from runtime.outputs.segmentation import Segmentation
@@ -24,13 +24,14 @@ EXTRAS_BYTES = 2 << 20  # statistics.json and preview.png: well under 2 MB
 
 
 def write_result(result: Segmentation | TOMResult, staged: StagedOutputs, save: SaveOptions, qc: QCOptions,
-                 subject: str, background: Any = None,
-                 progress: Progress | None = None) -> tuple[list[Path], dict[str, float]]:
+                 subject: str, background: Any = None, progress: Progress | None = None,
+                 notes: RunNotes | None = None) -> tuple[list[Path], dict[str, float]]:
     """Write ``result``'s outputs into ``staged``; returns the final paths and the seconds spent.
-    ``background``: the preview's background (|first peak|), when a preview is asked for."""
+    ``background``: the preview's background (|first peak|), when a preview is asked for; ``notes``: what
+    statistics.json's ``_meta`` and the preview's title also say (demo weights, the orientation check)."""
     t0 = time.perf_counter()
     hooks = BundleHooks(result, background, qc.statistics, save.probabilities, subject,
-                        result.model or result.output_type)
+                        result.model or result.output_type, notes)
     with (progress or Progress(True)).bar(len(result.bundles), "bundle") as advance:
         def on_bundle(index: int, name: str, volume) -> None:
             hooks.add(index, name, volume)

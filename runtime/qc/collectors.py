@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,18 +15,40 @@ if TYPE_CHECKING:  # annotations only: the writer (runtime.outputs.save) hands t
     from runtime.outputs.segmentation import Segmentation
 
 
+@dataclass(frozen=True)
+class RunNotes:
+    """What the statistics' ``_meta`` and the preview's title also say about a run: demo weights, the orientation
+    check's verdict (:mod:`runtime.runner.orientation`)."""
+
+    demo_weights: bool = False
+    orientation: dict[str, Any] | None = None
+
+    def meta(self) -> dict[str, Any]:
+        orientation = {k: v for k, v in (self.orientation or {}).items() if k != "seconds"}  # the same every run
+        return {**({"demo_weights": True} if self.demo_weights else {}),
+                **({"orientation": orientation} if self.orientation is not None else {})}
+
+    def title(self) -> list[str]:
+        o = self.orientation or {}
+        flipped = o.get("confident") and o.get("flip") not in (None, "none")
+        return [*(["DEMO WEIGHTS: not anatomy"] if self.demo_weights else []),
+                *([f"peaks' {o['flip']} axis looks flipped" + (" (fixed)" if o.get("applied") else "")]
+                  if flipped else [])]
+
+
 class BundleHooks:
     """Statistics and preview collected bundle by bundle; :meth:`finish` writes them into the staging folder."""
 
     def __init__(self, segmentation: Segmentation, background: np.ndarray | None, statistics: bool,
-                 probabilities: bool, subject: str, model: str):
+                 probabilities: bool, subject: str, model: str, notes: RunNotes | None = None):
         from runtime.qc import statistics as stats
 
+        notes = notes or RunNotes()
         self.segmentation, self.probabilities = segmentation, probabilities
         self.seconds = 0.0  # time spent on statistics and preview (reported: their cost)
         self.stats = None
         if statistics:
-            meta = {"subject": subject, "model": model, "source": segmentation.source}
+            meta = {"subject": subject, "model": model, "source": segmentation.source, **notes.meta()}
             self.stats = stats.StatisticsAccumulator(
                 segmentation.affine, stats.probabilities_meta(**meta) if probabilities else stats.masks_meta(**meta))
         self.canvas = None
@@ -33,7 +56,7 @@ class BundleHooks:
             from runtime.qc.preview import PreviewCanvas
 
             self.canvas = PreviewCanvas(background, segmentation.affine, segmentation.bundles,
-                                        f"{subject}  |  {model}")
+                                        "  |  ".join([subject, model, *notes.title()]))
 
     def add(self, index: int, name: str, volume: np.ndarray) -> None:
         started = time.perf_counter()

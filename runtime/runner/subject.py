@@ -29,7 +29,7 @@ from runtime.models.manifest import Manifest
 from runtime.options import RunOptions
 from runtime.outputs.output_set import output_folder
 from runtime.outputs.save import EXTRAS_BYTES, write_result
-from runtime.qc.collectors import first_peak_length
+from runtime.qc.collectors import RunNotes, first_peak_length
 from runtime.runner.checks import CheckedSubject, check_destination, read_subject
 from runtime.runner.preprocess import back_to_subject
 from runtime.runner.raw_input import peaks_from_raw
@@ -82,16 +82,17 @@ def run_subject(pipeline: TractSegPipeline, checked: CheckedSubject, options: Ru
     progress = Progress(options.quiet)
     background = first_peak_length(checked.peaks.data) if options.qc.preview else None
     shape = checked.peaks.data.shape[:3]
+    notes = RunNotes(pipeline.manifest.demo_weights, checked.orientation)
     with output_folder(checked.outdir, list(checked.files), options.force, needed_bytes(options, shape),
                        options.other_layout_files(checked.outdir)) as staged:
         with progress.bar(pipeline.slices_for(options.tom_bundles), "slice", "network") as advance:
             # handed over, no reference kept here: predict frees the input once the cube is made
             result = pipeline.predict(checked.take_peaks(), advance, checked.masks, options.tom_bundles)
             if checked.masks is not None:  # TOM: the parts run while the bundles are written
-                written, write_timings = write_result(result, staged, options.save, options.qc, name)
+                written, write_timings = write_result(result, staged, options.save, options.qc, name, notes=notes)
         if checked.masks is None:
             written, write_timings = write_result(result, staged, options.save, options.qc, name, background,
-                                                  progress)
+                                                  progress, notes)
         if checked.mni is not None:  # --preprocess: the outputs back on the input's grid, before the commit
             back_to_subject([staged.path(f.relative_to(checked.outdir)) for f in written], checked.mni,
                             options.save.probabilities, options.output_type)
