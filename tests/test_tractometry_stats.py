@@ -321,3 +321,35 @@ def test_missing_matplotlib_names_the_extra(tmp_path):
     done = _run_blocked(("matplotlib", *NOT_NEEDED), ["-i", subjects, "-o", out])
     assert done.returncode == 1 and "pip install 'tractseg-aot[stats]'" in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and not out.parent.exists()
+
+
+# (6) a study of the study runner: its report marks the significant points on each bundle's profile
+def test_study_report_marks_the_significant_points(tmp_path):
+    from runtime.cohort.records import TABLE_NAME
+    from runtime.cohort.report import write_study_report
+    from runtime.cohort.tractometry_table import write_study_table
+    from runtime.tractometry.table import TractometryTable
+
+    n, npoints = 16, 30
+    patient = np.array([0, 1] * (n // 2), dtype=float)
+    values = synthetic_profiles(2, npoints, n, seed=3, effect=0.1, where=(0, 8, 16), groups=patient)
+    outroot, rows = tmp_path / "study", []
+    for s in range(n):  # what runtime.cohort --chain leaves: OUTROOT/<subject>/Tractometry.csv, cohort.csv
+        TractometryTable(("AF_left", "CST_right"), tuple(values[:, :, s]), tuple(values[:, :, s])).write_csv(
+            outroot / f"sub-{s:02d}" / "Tractometry.csv")
+        rows.append({"subject": f"sub-{s:02d}", "peaks": "x", "status": "done"})
+    (outroot / TABLE_NAME).write_text("subject,peaks,status\n" + "".join(f"{r['subject']},x,done\n" for r in rows))
+    write_study_table(outroot, rows)
+    write_study_report(outroot, rows)
+    assert 'class="significant"' not in (outroot / "report.html").read_text()
+    participants = _write_participants(tmp_path / "participants.tsv", {
+        "participant_id": [f"sub-{s:02d}" for s in range(n)], "group": [int(p) for p in patient]})
+    done = _run_blocked(NOT_NEEDED, ["--table", outroot / "tractometry.csv", "--participants", participants,
+                                     "--group", "group", "--nperm", "500", "--seed", "0", "-o", tmp_path / "g.png"])
+    assert done.returncode == 0, done.stderr
+    assert "significant points marked" in done.stdout
+    report = (outroot / "report.html").read_text()
+    assert 'id="significance"' in report
+    rows_html = {row.split('"')[0]: row for row in report.split('data-bundle="')[1:] if "<svg" in row}
+    assert rows_html["AF_left"].count('class="significant"') >= 4 and 'class="significant"' not in rows_html[
+        "CST_right"]

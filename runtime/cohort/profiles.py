@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from runtime.cohort.outliers import OUTLIER_Z, robust_z
+from runtime.cohort.significance import read_significance
 from runtime.errors import InputError
 from runtime.tractometry.table import TRACTOMETRY_CSV, read_csv
 
@@ -112,8 +113,9 @@ def _points(xs: np.ndarray, ys: np.ndarray) -> str:
     return " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
 
 
-def profile_svg(entry: BundleProfile, bundle: str) -> str:
-    """The bundle's inline SVG: min-max band, mean +/- 1 SD band, mean line, flagged subjects in red."""
+def profile_svg(entry: BundleProfile, bundle: str, significant: Sequence[int] = ()) -> str:
+    """The bundle's inline SVG: min-max band, mean +/- 1 SD band, mean line, flagged subjects in red, and the
+    ``significant`` points (from 1) of a group analysis as orange columns."""
     width, height, pad = 300, 80, 4
     lows = [entry.low, entry.mean - entry.sd, *entry.flagged.values()]
     highs = [entry.high, entry.mean + entry.sd, *entry.flagged.values()]
@@ -127,8 +129,11 @@ def profile_svg(entry: BundleProfile, bundle: str) -> str:
     def band(low: np.ndarray, high: np.ndarray) -> str:
         return _points(np.concatenate([xs, xs[::-1]]), np.concatenate([y(high), y(low)[::-1]]))
 
+    step = (width - 2 * pad) / max(entry.mean.size - 1, 1)
+    marks = [f'<rect class="significant" x="{xs[p - 1] - step / 2:.1f}" y="0" width="{step:.1f}" '
+             f'height="{height}" fill="#fbd38d"/>' for p in significant if 1 <= p <= entry.mean.size]
     parts = [f'<svg class="profile" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
-             f'<title>{html.escape(bundle)}: {lo:.3g} .. {hi:.3g}</title>',
+             f'<title>{html.escape(bundle)}: {lo:.3g} .. {hi:.3g}</title>', *marks,
              f'<polygon class="range" points="{band(entry.low, entry.high)}" fill="#e3ecf5"/>',
              f'<polygon class="sd" points="{band(entry.mean - entry.sd, entry.mean + entry.sd)}" fill="#b9cde3"/>',
              f'<polyline class="mean" points="{_points(xs, y(entry.mean))}" fill="none" stroke="#024" '
@@ -145,17 +150,23 @@ def profiles_section(outroot: str | os.PathLike[str], rows: Sequence[Mapping[str
     if not found:
         return ""
     esc = html.escape
+    stats = read_significance(outroot) or {}
+    marked = stats.get("points", {})
     out = ['<h2>Tractometry: mean profile per bundle over the study</h2><p>Line: the mean of the subjects\' '
            'profiles (Tractometry.csv); dark band: mean &plusmn; 1 SD; light band: min to max; red: a flagged '
            f'subject. Flagged: the robust z of a subject\'s distance to the mean profile (RMS over the points) '
            f'&gt; {OUTLIER_Z}. All-zero profiles (fewer than 5 streamlines) count as missing.</p>',
+           *([f'<p id="significance">Orange: the points where the {esc(str(stats.get("analysis")))} analysis of '
+              f'{esc(str(stats.get("column")))} is significant (alphaFWE, alpha {esc(str(stats.get("alpha")))}; '
+              f'tractseg-aot-stats, figure {esc(str(stats.get("figure")))}).</p>'] if stats else []),
            '<table id="profiles"><thead><tr><th>bundle</th><th>n</th><th>profile</th><th>outlier subjects</th>'
            '</tr></thead><tbody>']
     for bundle, entry in found.items():
         flags = ", ".join(f'<span class="outlier" data-subject="{esc(s)}" data-bundle="{esc(bundle)}">{esc(s)} '
                           f'(distance {entry.distances[s]:.3g}, z={entry.z[s]:+.1f})</span>' for s in entry.flagged)
         out.append(f'<tr class="profile{" has-outlier" if flags else ""}" data-bundle="{esc(bundle)}">'
-                   f'<td>{esc(bundle)}</td><td class="num">{entry.n}</td><td>{profile_svg(entry, bundle)}</td>'
+                   f'<td>{esc(bundle)}</td><td class="num">{entry.n}</td>'
+                   f'<td>{profile_svg(entry, bundle, marked.get(bundle, ()))}</td>'
                    f'<td>{flags}</td></tr>')
     out.append("</tbody></table>")
     return "\n".join(out)

@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli import command_parser, guarded
+from runtime.cohort.records import TABLE_NAME, read_cohort_table
+from runtime.cohort.report import write_study_report
+from runtime.cohort.significance import write_significance
 from runtime.errors import InputError
 
 PROG = "tractseg-aot-stats"
@@ -150,6 +153,19 @@ def run(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     image = render(study, result, image_format, args.range)
     for path in write_outputs(output, image, result, args.save_csv):
         print(f"Written: {path}")
+    if args.table:
+        mark_study_report(Path(args.table).parent, study, result, args.group or args.target, args.alpha, output)
+
+
+def mark_study_report(outroot: Path, study, result, column: str, alpha: float, figure: Path) -> None:
+    """A study's own table (OUTROOT/tractometry.csv beside OUTROOT/cohort.csv): its report marks the significant
+    points on each bundle's profile (:mod:`runtime.cohort.significance`)."""
+    if not (outroot / TABLE_NAME).is_file():
+        return
+    points = {b: [int(p) + 1 for p in np.flatnonzero(result.significant[i])] for i, b in enumerate(study.bundles)}
+    write_significance(outroot, study.kind, column, alpha, figure.resolve(), points)
+    _, page = write_study_report(outroot, read_cohort_table(outroot / TABLE_NAME))
+    print(f"Study report, significant points marked: {page}")
 
 
 def _notes(study, result) -> None:
