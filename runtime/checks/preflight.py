@@ -52,7 +52,8 @@ def open_manifest(bundle_dir: Path, model: Model) -> Manifest:
         xtract = " --tract_definition xtract" if model.tract_definition == "xtract" else ""
         raise ArtifactError(f"no bundle for {model.name} at {bundle_dir} (no {MANIFEST_NAME}); build it with "
                             f"`python -m export --task {model.task}{xtract} --download --out {bundle_dir}` "
-                            f"(needs the [export] extra: pip install 'tractseg-aot[export]') or pass --artifacts DIR")
+                            f"(needs the [export] extra), or `tractseg-aot-download --task {model.task}{xtract}` "
+                            f"(no JAX), or pass --artifacts DIR (the demo's bundle: artifacts/{model.name})")
     manifest = load_manifest(bundle_dir)
     manifest.check_request(model.task, model.tract_definition, model.n_classes)
     if manifest.bundles != model.bundles:
