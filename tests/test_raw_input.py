@@ -114,6 +114,7 @@ def test_study_runner_takes_raw_inputs(dwi, tract_small, tmp_path):
     rows = table(out)
     assert list(rows) == ["Diffusion"] and rows["Diffusion"]["status"] == "done"
     assert (out / "Diffusion" / "peaks.nii.gz").is_file() and len(masks(out / "Diffusion")) == 72
+    assert rows["Diffusion"]["peaks"] == str(out / "Diffusion" / "peaks.nii.gz")  # the peaks made, not the DWI
     record = json.loads((out / "Diffusion" / DONE_NAME).read_text())
     assert record["options"]["raw_diffusion_input"]["peaks_engine"] == "dipy" and "peaks" in record["timings_s"]
     # a resume never reuses outputs made with other peak settings: each one changed in turn redoes the subject

@@ -156,6 +156,8 @@ def _run(options: StudyOptions, per_subject: Any, subjects: list[Subject], outro
                 table.update(row)
                 if row.done:
                     COMMITTED.append(outroot / row.subject)  # what an interrupt reports as written
+                    if workers and not per_subject.quiet:  # the workers run quietly: one line a subject here
+                        tqdm.write(f"tractseg-aot: {row.subject} done in {row.seconds} s", file=sys.stderr)
                 for line in filter(None, row.warnings.split(" | ")):
                     tqdm.write(f"tractseg-aot: warning: {row.subject}: {line}", file=sys.stderr)
                 if not row.done and not per_subject.quiet:

@@ -25,6 +25,7 @@ from runtime.cohort.records import (CohortRow, InputIdentity, done_record, is_do
 from runtime.errors import InputError, TractSegError, one_line
 from runtime.host import CollectLines, peak_rss_mb, save_traceback
 from runtime.io.checksum import sha256_of
+from runtime.io.nifti_io import PEAKS_FILE
 from runtime.io.peaks_input import check_input_path
 from runtime.options import RunOptions
 from runtime.outputs.output_set import LOCK_NAME
@@ -136,7 +137,9 @@ def process_subject(subject: str, peaks: str, outroot: str, per_subject: RunOpti
             else:
                 run = per_subject.replace(force=True, quiet=quiet)
                 report = segment_subject(peaks, folder, run, lambda: cached_pipeline(run), subject=subject)
-            row = CohortRow(subject, peaks, "done", "", round(time.perf_counter() - started, 2), report.peak_rss_mb,
+            made = chain is None and per_subject.raw is not None  # a DWI: the row names the peaks made from it
+            row = CohortRow(subject, str(folder / PEAKS_FILE) if made else peaks, "done", "",
+                            round(time.perf_counter() - started, 2), report.peak_rss_mb,
                             report.slices_run if report.slices_run is not None else "", row.worker,
                             " | ".join(warnings))
             outputs = [Path(p).relative_to(folder).as_posix() for p in report.outputs]
