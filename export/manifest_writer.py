@@ -8,8 +8,7 @@ from pathlib import Path
 from runtime.models.bundles import Model
 from runtime.io.checksum import sha256_of
 from runtime.host import package_versions as versions_of
-from runtime.models.manifest import (INPUT_NAME, OUTPUT_NAME, PEAK_CHANNELS, Artifact, FileEntry, Manifest, ModelInfo,
-                              SelfCheck, TensorSpec, WeightsInfo)
+from runtime.models.manifest import (Artifact, FileEntry, Manifest, SelfCheck, WeightsInfo, network_signature)
 
 VERSIONED_PACKAGES = ("jax", "jaxlib", "equinox", "jax2onnx", "onnx", "tensorflow-cpu", "tensorflow",
                       "iree-base-compiler", "iree-base-runtime", "onnxruntime", "openvino", "numpy")
@@ -36,14 +35,10 @@ def file_entries(bundle_dir: Path, rels: list[str]) -> dict[str, FileEntry]:
 
 def write_manifest(bundle_dir: Path, model: Model, batch_size: int, slice_size: int,
                    weights: WeightsInfo, artifacts: list[Artifact], self_check: SelfCheck | None = None) -> Path:
+    info, inputs, outputs = network_signature(model, batch_size, slice_size)
     manifest = Manifest(
         root=bundle_dir,
-        model=ModelInfo(task=model.task, tract_definition=model.tract_definition, n_classes=model.n_classes,
-                        bundles=tuple(model.bundles), channels_per_bundle=model.channels_per_bundle,
-                        linear=model.linear, part=model.part),
-        input=TensorSpec(INPUT_NAME, (batch_size, PEAK_CHANNELS, slice_size, slice_size), "float32",
-                         "raw peak slices (batch, channel, slice axis 1, slice axis 2)"),
-        output=TensorSpec(OUTPUT_NAME, (batch_size, model.n_classes, slice_size, slice_size), "float32"),
+        model=info, input=inputs, output=outputs,
         contains=contains(model), weights=weights, artifacts=tuple(artifacts),
         files=file_entries(bundle_dir, [rel for a in artifacts for rel in a.files] +
                            ([self_check.path] if self_check else [])), self_check=self_check,

@@ -9,16 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.weights.reference import synthetic_slices  # the check batches' slices: one definition for both
+
 EXAMPLE_PEAKS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / \
     "tractseg_example_peaks_2.5mm.nii.gz"
-
-
-def synthetic_slices(count: int, size: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    inside = np.hypot(yy - size / 2, xx - size / 2) < size * 0.4
-    x = rng.normal(0, 0.4, (count, 9, size, size)).astype(np.float32)
-    return x * inside[None, None]
 
 
 def example_cube(size: int) -> np.ndarray:

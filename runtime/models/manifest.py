@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.models.bundles import Model
 from runtime.io.checksum import sha256_of
 from runtime.errors import ArtifactError
 from runtime.models.manifest_schema import CONV_ALGORITHMS, PRECISIONS, parse_manifest
@@ -25,7 +26,7 @@ OUTPUT_NAME = "probabilities"
 PEAK_CHANNELS = 9  # the network's input channels: three peaks x (x, y, z)
 
 __all__ = ["ArtifactError", "Artifact", "CONV_ALGORITHMS", "FileEntry", "Manifest", "ModelInfo", "PRECISIONS",
-           "SelfCheck", "TensorSpec", "WeightsInfo", "load_manifest", "host_cpu_flags"]
+           "SelfCheck", "TensorSpec", "WeightsInfo", "load_manifest", "host_cpu_flags", "network_signature"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,17 @@ class TensorSpec:
     shape: tuple[int, ...]
     dtype: str = "float32"
     layout: str = ""
+
+
+def network_signature(model: Model, batch_size: int, slice_size: int) -> tuple[ModelInfo, TensorSpec, TensorSpec]:
+    """A bundle's model and I/O signature for ``model`` traced at ``batch_size`` x ``slice_size`` (what every
+    manifest writer records: the export's and runtime.weights')."""
+    info = ModelInfo(task=model.task, tract_definition=model.tract_definition, n_classes=model.n_classes,
+                     bundles=tuple(model.bundles), channels_per_bundle=model.channels_per_bundle,
+                     linear=model.linear, part=model.part)
+    return (info, TensorSpec(INPUT_NAME, (batch_size, PEAK_CHANNELS, slice_size, slice_size), "float32",
+                             "raw peak slices (batch, channel, slice axis 1, slice axis 2)"),
+            TensorSpec(OUTPUT_NAME, (batch_size, model.n_classes, slice_size, slice_size), "float32"))
 
 
 @dataclass(frozen=True)

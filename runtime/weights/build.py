@@ -29,8 +29,8 @@ from runtime.host import package_versions
 from runtime.io.atomic import atomic_target, write_text_atomic
 from runtime.io.checksum import sha256_of
 from runtime.models.bundles import Model
-from runtime.models.manifest import (INPUT_NAME, OUTPUT_NAME, PEAK_CHANNELS, Artifact, FileEntry, Manifest,
-                                     ModelInfo, SelfCheck, TensorSpec, WeightsInfo, load_manifest)
+from runtime.models.manifest import (Artifact, FileEntry, Manifest, SelfCheck, WeightsInfo, load_manifest,
+                                     network_signature)
 from runtime.network.backends import is_installed, load_artifact, open_backend
 from runtime.network.precision import self_check
 from runtime.weights import onnx_graph
@@ -127,14 +127,10 @@ def _build(model: Model, graph: Graph, state: dict[str, np.ndarray], data: dict,
                                                            dtype=np.float32))
     check = SelfCheck(SELF_CHECK_FILE, stride, "synthetic check batch (seed 0); reference: the numpy float64 "
                                                "network (runtime/weights/reference.py), not the live JAX model")
+    info, inputs, outputs = network_signature(model, batch_size, size)
     manifest = Manifest(
         root=work,
-        model=ModelInfo(task=model.task, tract_definition=model.tract_definition, n_classes=model.n_classes,
-                        bundles=tuple(model.bundles), channels_per_bundle=model.channels_per_bundle,
-                        linear=model.linear, part=model.part),
-        input=TensorSpec(INPUT_NAME, (batch_size, PEAK_CHANNELS, size, size), "float32",
-                         "raw peak slices (batch, channel, slice axis 1, slice axis 2)"),
-        output=TensorSpec(OUTPUT_NAME, (batch_size, model.n_classes, size, size), "float32"),
+        model=info, input=inputs, output=outputs,
         contains=graph.description["contains"],
         weights=WeightsInfo(source=str(checkpoint), sha256=sha256_of(checkpoint), demo=False),
         artifacts=(artifact,),

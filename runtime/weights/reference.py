@@ -119,7 +119,8 @@ def upsample_nearest_x2(x: np.ndarray) -> np.ndarray:
 
 
 def synthetic_slices(count: int, size: int, seed: int) -> np.ndarray:
-    """Peak-like raw slices: normal(0, 0.4) vectors inside a disc, zero outside (export/sample_inputs.py's)."""
+    """Peak-like raw slices: normal(0, 0.4) vectors inside a disc, zero outside (the check batches' slices; the
+    export's too, export/sample_inputs.py)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     inside = np.hypot(yy - size / 2, xx - size / 2) < size * 0.4
