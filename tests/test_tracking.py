@@ -95,7 +95,9 @@ def compare_with_upstream(root: Path, ours: Path, theirs: Path, n_fibers: int, d
     masks = [binary_dilation(nib.load(str(out / "endings_segmentations" / f"{BUNDLE}_{e}.nii.gz")).get_fdata() > 0,
                              iterations=dilation + 2) for e in "be"]
     assert _ends_in(a, *masks, reference.affine).all()
-    assert _ends_in(b, *masks, reference.affine).all()  # the same holds for upstream (the bound is fair)
+    # the bound is fair: upstream's streamlines meet it too, nearly all (its tracker is unseeded, and CI once saw
+    # its smoothing move an end point past it in a run with other orientations)
+    assert _ends_in(b, *masks, reference.affine).mean() >= 0.95
 
 
 def test_statistically_equal_to_upstream(phantom, upstream):
