@@ -172,9 +172,10 @@ def dwi_rows(path: Path, folder: Path, n_dirs: int) -> list[dict[str, object]]:
     return rows
 
 
-def engine_rows(path: Path, folder: Path) -> list[dict[str, object]]:
-    """Peaks computed by the repository's dipy engine (sh2peaks-style, world directions) from a DWI simulated from
-    a 40^3 crop of the real peaks and stored LAS or RAS, checked as written and as the network sees them."""
+def engine_rows(path: Path, folder: Path, engine: str = "dipy") -> list[dict[str, object]]:
+    """Peaks computed by one of the repository's engines (``dipy`` or ``mrtrix``: sh2peaks, world directions)
+    from a DWI simulated from a 40^3 crop of the real peaks and stored LAS or RAS, checked as written and as the
+    network sees them; and from the same DWI with its bvecs' x row negated (a flipped b-vector axis)."""
     from benchmarks.diffusion_brain import read_peaks, simulate_from_peaks
     from runtime.diffusion import peaks_from_dwi
 
@@ -184,14 +185,22 @@ def engine_rows(path: Path, folder: Path) -> list[dict[str, object]]:
         stored = folder / f"crop_{code}.nii.gz"
         nib.Nifti1Image(*reoriented(data, affine, code)).to_filename(stored)
         phantom = simulate_from_peaks(stored, folder / f"engine_{code}", n_dirs=45, n_b0=3, seed=0)
-        made = peaks_from_dwi(phantom.dwi, phantom.bvals, phantom.bvecs, phantom.mask, engine="dipy", nthreads=1,
+        made = peaks_from_dwi(phantom.dwi, phantom.bvals, phantom.bvecs, phantom.mask, engine=engine, nthreads=1,
                               workdir=folder / f"engine_{code}" / "out")
         peaks, peaks_affine = np.nan_to_num(made.load()), nib.load(made.peaks).affine
-        name = f"dipy-engine peaks of a {code} DWI"
+        name = f"{engine}-engine peaks of a {code} DWI"
         rows.append(_row(f"{name}, as written", "none", check_peaks(peaks, peaks_affine)))
         rows.append(_row(f"{name}, network view", "none", check_peaks(*network_view(peaks, peaks_affine))))
         rows.append(_row(f"{name}, network view + x negated", "x",
                          check_peaks(*network_view(peaks, peaks_affine, negate_x=True))))
+        flipped_bvecs = folder / f"engine_{code}" / "flipped.bvecs"
+        table = np.loadtxt(phantom.bvecs, ndmin=2)
+        table[0] *= -1
+        np.savetxt(flipped_bvecs, table, fmt="%.8f")
+        made = peaks_from_dwi(phantom.dwi, phantom.bvals, flipped_bvecs, phantom.mask, engine=engine, nthreads=1,
+                              workdir=folder / f"engine_{code}" / "flipped")
+        rows.append(_row(f"{name} with bvecs row x negated", "x",
+                         check_peaks(np.nan_to_num(made.load()), nib.load(made.peaks).affine)))
     return rows
 
 
@@ -226,19 +235,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dirs", type=int, default=30, help="diffusion directions of the simulated DWIs (one shell)")
     p.add_argument("--no-dwi", action="store_true", help="leave out the simulated DWIs (needs dipy)")
     p.add_argument("--with-engine", action="store_true",
-                   help="also the dipy engine's peaks of simulated LAS / RAS DWIs (~2 minutes more)")
+                   help="also an engine's peaks of simulated LAS / RAS DWIs (~2 minutes more)")
+    p.add_argument("--engine", choices=("dipy", "mrtrix"), default="dipy", help="that engine (default dipy)")
+    p.add_argument("--engine-only", action="store_true", help="only the engine's rows")
     p.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/orientation-<machine>.json)")
     args = p.parse_args(argv)
     info = machine_info()
-    rows, timing = synthetic_rows(), {}
+    rows, timing = ([] if args.engine_only else synthetic_rows()), {}
     if args.peaks.is_file():
-        real, timing = peak_rows(args.peaks)
-        rows += real
+        if not args.engine_only:
+            real, timing = peak_rows(args.peaks)
+            rows += real
         if not args.no_dwi:
             with tempfile.TemporaryDirectory(prefix="orientation-") as folder:
-                rows += dwi_rows(args.peaks, Path(folder), args.dirs)
-                if args.with_engine:
-                    rows += engine_rows(args.peaks, Path(folder))
+                rows += [] if args.engine_only else dwi_rows(args.peaks, Path(folder), args.dirs)
+                if args.with_engine or args.engine_only:
+                    rows += engine_rows(args.peaks, Path(folder), args.engine)
     else:
         print(f"{args.peaks} not found: synthetic rows only")
     print(table(rows))
