@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from runtime.checks.preflight import check_outputs
 from runtime.io.nifti_io import STATISTICS_FILE
@@ -16,14 +16,29 @@ from runtime.options import QCOptions, SaveOptions
 from runtime.outputs.output_set import StagedOutputs, output_folder
 from runtime.qc.collectors import BundleHooks, RunNotes
 
-if TYPE_CHECKING:  # annotations only
-    from runtime.outputs.segmentation import Segmentation
-    from runtime.tom import TOMResult
+
+class Result(Protocol):
+    """What the writer needs of a prediction: :class:`runtime.outputs.segmentation.Segmentation` or
+    :class:`runtime.tom.TOMResult` (a protocol: both import this module, not the other way round)."""
+
+    bundles: tuple[str, ...]
+    model: str
+    output_type: str
+    source: str
+    affine: Any
+
+    def write_into(self, staged: StagedOutputs, options: SaveOptions, on_bundle: Any = None) -> list[Path]: ...
+
+    def files(self, outdir: str | os.PathLike[str], options: SaveOptions = ...) -> list[Path]: ...
+
+    def needed_bytes(self, options: SaveOptions) -> int: ...
+
+    def probability(self, name: str) -> Any: ...
 
 EXTRAS_BYTES = 2 << 20  # statistics.json and preview.png: well under 2 MB
 
 
-def write_result(result: Segmentation | TOMResult, staged: StagedOutputs, save: SaveOptions, qc: QCOptions,
+def write_result(result: Result, staged: StagedOutputs, save: SaveOptions, qc: QCOptions,
                  subject: str, background: Any = None, progress: Progress | None = None,
                  notes: RunNotes | None = None) -> tuple[list[Path], dict[str, float]]:
     """Write ``result``'s outputs into ``staged``; returns the final paths and the seconds spent.
@@ -45,7 +60,7 @@ def write_result(result: Segmentation | TOMResult, staged: StagedOutputs, save: 
     return written, timings
 
 
-def save_segmentation(segmentation: Segmentation, outdir: str | os.PathLike[str], save: SaveOptions,
+def save_segmentation(segmentation: Result, outdir: str | os.PathLike[str], save: SaveOptions,
                       statistics: bool = False, force: bool = False, subject: str | None = None) -> list[Path]:
     """Write a prediction's outputs under ``outdir`` all or nothing (``Segmentation.save``; no preview: that needs
     the input's peaks, see ``TractSegPipeline.segment``); returns the files."""

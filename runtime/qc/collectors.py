@@ -5,14 +5,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from runtime.io.nifti_io import PREVIEW_FILE, STATISTICS_FILE
 
-if TYPE_CHECKING:  # annotations only: the writer (runtime.outputs.save) hands the result in
-    from runtime.outputs.segmentation import Segmentation
+class Segmentation(Protocol):
+    """What the collectors read of a prediction (:class:`runtime.outputs.segmentation.Segmentation`, handed in by
+    the writer, :mod:`runtime.outputs.save`; a protocol, so this layer imports nothing above it)."""
+
+    affine: np.ndarray
+    bundles: tuple[str, ...]
+    source: str
+
+    def probability(self, name: str) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

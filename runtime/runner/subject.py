@@ -18,7 +18,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from runtime.checks.preflight import find_manifest
 from runtime.host import peak_rss_mb
@@ -35,14 +35,26 @@ from runtime.runner.preprocess import back_to_subject
 from runtime.runner.raw_input import peaks_from_raw
 from runtime.runner.report import RunReport, run_document
 
-if TYPE_CHECKING:  # annotations only: the pipeline is handed in
-    from runtime.pipeline import TractSegPipeline
-
 log = logging.getLogger("tractseg_aot")
 
 
+class Pipeline(Protocol):
+    """What the runner uses of the pipeline it is handed (:class:`runtime.pipeline.TractSegPipeline`; a protocol:
+    this module never imports the pipeline)."""
+
+    manifest: Manifest
+    open_seconds: float
+
+    def slices_for(self, bundles: tuple[str, ...] | None = None) -> int: ...
+
+    def predict(self, peaks: ReadPeaks, progress: Callable[[int], None] | None = None, masks: Path | None = None,
+                bundles: tuple[str, ...] | None = None) -> Any: ...
+
+    def record(self) -> dict[str, Any]: ...
+
+
 def segment_subject(source: PeaksInput | ReadPeaks, outdir: str | os.PathLike[str], options: RunOptions,
-                    open_pipeline: Callable[[], TractSegPipeline], manifest: Manifest | None = None,
+                    open_pipeline: Callable[[], Pipeline], manifest: Manifest | None = None,
                     report: str | os.PathLike[str] | None = None, subject: str | None = None) -> RunReport:
     """One subject from its input (peaks, or a DWI series when ``options.raw`` is set) to committed outputs under
     ``outdir``; see the module docstring. ``manifest``: the bundle's, when the caller has it open already.
@@ -72,7 +84,7 @@ def needed_bytes(options: RunOptions, shape: tuple[int, ...]) -> int:
                         options.save.postprocess) + EXTRAS_BYTES
 
 
-def run_subject(pipeline: TractSegPipeline, checked: CheckedSubject, options: RunOptions,
+def run_subject(pipeline: Pipeline, checked: CheckedSubject, options: RunOptions,
                 subject: str | None = None) -> RunReport:
     """Lock the output folder, predict, stage every output and commit them together (or nothing). Raises
     TractSegError for anything the user can fix."""
