@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from export.conv_plan import passing_plans, summary
+from export.dropout import dropout_artifact
 from export.iree_compile import IREE_TARGETS, compile_vmfb, vmfb_file
 from export.manifest_writer import write_manifest
 from export.model import TractSeg, slice_probabilities
@@ -123,6 +124,10 @@ def _build(network: TractSeg, request: ExportRequest, weights: WeightsInfo, work
             work.mkdir()
     verified = [replace(a, conv_algorithms=plan, details={**a.details, "conv_algorithm": conv_record})
                 for a in verified]
+    if request.model.dropout and "onnx" in request.formats:  # --uncertainty's model (direct convolutions)
+        verified += step("onnx-dropout", lambda: [dropout_artifact(
+            network, request.batch_size, request.slice_size, work, request.platforms, batches, request.tolerance,
+            log)])
     self_check = write_self_check(work, batches[0], references[0])
     write_manifest(work, request.model, request.batch_size, request.slice_size, weights, verified, self_check)
     extra = [p for p in request.precisions if p != "fp32"]

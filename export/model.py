@@ -15,6 +15,7 @@ N_FILT = 64
 N_INPUT_CHANNELS = 9
 LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU default
 NORM_EPS = 1e-7  # upstream's per-slice normalisation: (x - mean) / (std + 1e-7)
+DROPOUT_P = 0.4  # upstream's nn.Dropout(p=0.4) on pool_4 (tract_segmentation's configs: USE_DROPOUT = True)
 
 
 class Conv(eqx.Module):
@@ -139,7 +140,9 @@ class TractSeg(eqx.Module):
     upsample: str = eqx.field(static=True, default="bilinear")
     linear: bool = eqx.field(static=True, default=False)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, bottleneck_mask: jax.Array | None = None) -> jax.Array:
+        """``bottleneck_mask`` (B, 8 n_filt, H/16, W/16): multiplies pool_4, as upstream's dropout does in train
+        mode (``--uncertainty``: a Bernoulli(1 - p) draw divided by 1 - p, supplied by the runtime)."""
         L = self.layers
 
         def conv(name: str, h: jax.Array) -> jax.Array:
@@ -149,7 +152,10 @@ class TractSeg(eqx.Module):
         c22 = conv("contr_2_2", conv("contr_2_1", max_pool_2x2(c12)))
         c32 = conv("contr_3_2", conv("contr_3_1", max_pool_2x2(c22)))
         c42 = conv("contr_4_2", conv("contr_4_1", max_pool_2x2(c32)))
-        enc = conv("encode_2", conv("encode_1", max_pool_2x2(c42)))
+        pool_4 = max_pool_2x2(c42)
+        if bottleneck_mask is not None:
+            pool_4 = pool_4 * bottleneck_mask
+        enc = conv("encode_2", conv("encode_1", pool_4))
         concat1 = jnp.concatenate([conv("deconv_1", enc), c42], axis=1)
         e12 = conv("expand_1_2", conv("expand_1_1", concat1))
         concat2 = jnp.concatenate([conv("deconv_2", e12), c32], axis=1)
@@ -186,6 +192,18 @@ def slice_probabilities(model: TractSeg, raw_slices: jax.Array) -> jax.Array:
     (no sigmoid for a ``linear`` model: TOM and dm_regression outputs are the network's raw values)."""
     out = model(normalise_slices(raw_slices))
     return out if model.linear else jax.nn.sigmoid(out)
+
+
+def dropout_probabilities(model: TractSeg, raw_slices: jax.Array, bottleneck_mask: jax.Array) -> jax.Array:
+    """The exported dropout function (``--uncertainty``): :func:`slice_probabilities` with pool_4 multiplied by
+    ``bottleneck_mask``; a mask of ones gives :func:`slice_probabilities`' outputs."""
+    out = model(normalise_slices(raw_slices), bottleneck_mask)
+    return out if model.linear else jax.nn.sigmoid(out)
+
+
+def bottleneck_shape(batch_size: int, slice_size: int, n_filt: int = N_FILT) -> tuple[int, int, int, int]:
+    """pool_4's shape, the dropout mask's: (B, 8 n_filt, S/16, S/16)."""
+    return (batch_size, 8 * n_filt, slice_size // 16, slice_size // 16)
 
 
 def parameter_count(model: TractSeg) -> int:

@@ -23,6 +23,7 @@ DIPY_MISSING = {
     "diffusion": "engine 'dipy' needs dipy: pip install 'tractseg-aot[diffusion]'",
     "orientation": "the b-vector check needs dipy (the 'diffusion' extra): pip install 'tractseg-aot[diffusion]'",
     "preprocess": "--preprocess needs dipy (the 'diffusion' extra): pip install 'tractseg-aot[diffusion]'",
+    "super_resolution": "--super_resolution needs dipy (the 'diffusion' extra): pip install 'tractseg-aot[diffusion]'",
     "calc_FA": "calc_FA needs dipy (the 'diffusion' extra): pip install 'tractseg-aot[diffusion]'",
 }
 

@@ -4,7 +4,9 @@
 * :class:`SaveOptions`: what is written, in upstream's layout (``--single_output_file``, ...).
 * :class:`QCOptions`: the extras beside the outputs (``--statistics``, ``--preview``).
 * :class:`RawInputOptions`: a DWI series as input, its peaks made first (``--raw_diffusion_input``, ...).
-* :class:`RunOptions`: one subject's run, the four above plus the model and its bundle, ``force`` and ``quiet``.
+* :class:`InferenceOptions`: upstream's other ways to run the network (``--single_orientation``,
+  ``--super_resolution``, ``--uncertainty``).
+* :class:`RunOptions`: one subject's run, the five above plus the model and its bundle, ``force`` and ``quiet``.
 
 The chain (:class:`runtime.chain.ChainOptions`) and the study runner (:class:`runtime.cohort.StudyOptions`)
 compose these too; no type holds a field that one of its callers must refuse. Command lines build them once
@@ -109,12 +111,48 @@ class PreprocessOptions(_Replace):
 
 
 @dataclass(frozen=True)
+class UncertaintyOptions(_Replace):
+    """``--uncertainty``: upstream's Monte Carlo dropout (``trainer.predict_img``: 30 passes per slice with the
+    bottleneck's dropout on, the per-voxel standard deviation of the probabilities). The dropout masks are drawn
+    by numpy from ``seed`` [--seed], so a run is reproducible."""
+
+    samples: int = 30
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 2:
+            raise ValueError(f"uncertainty samples must be >= 2, not {self.samples}")
+
+    def record(self) -> dict[str, Any]:
+        return {"samples": self.samples, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class InferenceOptions(_Replace):
+    """Upstream's other ways to run the network: ``single_orientation`` [--single_orientation: the y slices only,
+    no mean of three orientations], ``super_resolution`` [--super_resolution: the input resampled to the model's
+    1.25 mm first, and the outputs left there], ``uncertainty`` [--uncertainty: dropout std maps instead of masks;
+    None: off]."""
+
+    single_orientation: bool = False
+    super_resolution: bool = False
+    uncertainty: UncertaintyOptions | None = None
+
+    def record(self) -> dict[str, Any]:
+        """Only what is switched on (a default run's record is unchanged)."""
+        return {**({"single_orientation": True} if self.single_orientation else {}),
+                **({"super_resolution": True} if self.super_resolution else {}),
+                **({"uncertainty": self.uncertainty.record()} if self.uncertainty is not None else {})}
+
+
+@dataclass(frozen=True)
 class RunOptions(_Replace):
     """One subject's run: the model (``output_type``, ``tract_definition``) and its bundle (``artifacts``
     [--artifacts]; None: ``$TRACTSEG_AOT_ARTIFACTS``, else the per-user cache), how the network runs (``backend``),
     what is written (``save``, ``qc``), a raw DWI input (``raw``; None: the input is peaks), TOM's bundle masks
     (``tract_segmentations_path``; None: upstream's ``<output>/bundle_segmentations``), ``force`` (replace
-    existing outputs), ``quiet`` (no progress bars or info lines) and ``orientation``: the check for a flipped
+    existing outputs), ``quiet`` (no progress bars or info lines), ``inference`` (upstream's other ways to run the
+    network: :class:`InferenceOptions`) and ``orientation``: the check for a flipped
     peak axis before the network (``check``: warn, ``fix``: apply the flip, ``off``; :mod:`runtime.runner.orientation`)."""
 
     output_type: str = "tract_segmentation"
@@ -130,6 +168,7 @@ class RunOptions(_Replace):
     force: bool = False
     quiet: bool = False
     orientation: str = "check"
+    inference: InferenceOptions = InferenceOptions()
 
     def __post_init__(self) -> None:
         model_for(self.output_type, self.tract_definition)  # ValueError naming what is supported
@@ -153,12 +192,36 @@ class RunOptions(_Replace):
         if self.preprocess is not None and self.output_type == "TOM":
             found.append("--preprocess is not supported for --output_type TOM yet (its bundle masks would have to "
                          "move to MNI space too): run TOM on peaks already in MNI space")
+        found += self._inference_problems()
         if self.tom_bundles is not None:
             unknown = [b for b in self.tom_bundles if b not in self.model.bundles]
             if self.output_type != "TOM" or unknown or not self.tom_bundles:
                 found.append(f"tom_bundles: a non-empty subset of the TOM model's bundles for --output_type TOM "
                              f"({unknown[0] if unknown else self.output_type})")
         return found
+
+    def _inference_problems(self) -> list[str]:
+        found = []
+        if self.inference.uncertainty is not None:
+            if self.output_type != "tract_segmentation":
+                found.append(f"--uncertainty is for --output_type tract_segmentation, not {self.output_type} (upstream's "
+                             "other models have no dropout layer: their uncertainty maps would be all zero)")
+            if self.qc.statistics or self.qc.preview:
+                found.append("--statistics / --preview describe masks; --uncertainty writes uncertainty maps instead")
+        if self.inference.super_resolution and self.preprocess is not None:
+            found.append("--super_resolution with --preprocess: the outputs go back to the input's grid anyway "
+                         "(upstream's do too); leave out one of them")
+        return found
+
+    @property
+    def uncertainty(self) -> bool:
+        return self.inference.uncertainty is not None
+
+    @property
+    def written(self) -> SaveOptions:
+        """The save options in effect: ``--uncertainty`` writes float maps without post-processing (upstream's
+        ``output_float``, no ``postprocess``)."""
+        return self.save.replace(probabilities=True, postprocess=False) if self.uncertainty else self.save
 
     @property
     def model(self) -> Model:
@@ -180,7 +243,8 @@ class RunOptions(_Replace):
                 **({"rescale_dm": self.save.rescale_dm} if self.output_type == "dm_regression" else {}),
                 **({"raw_diffusion_input": self.raw.record()} if self.raw is not None else {}),
                 **({"preprocess": self.preprocess.record()} if self.preprocess is not None else {}),
-                **({"orientation": "fix"} if self.orientation == "fix" else {})}  # check / off change no output
+                **({"orientation": "fix"} if self.orientation == "fix" else {}),  # check / off change no output
+                **self.inference.record()}
 
     def output_files(self, outdir: str | os.PathLike[str]) -> list[Path]:
         """Every file a run writes under ``outdir``: upstream's layout, then statistics.json / preview.png, and
@@ -188,7 +252,7 @@ class RunOptions(_Replace):
         root = Path(outdir)
         model = self.model
         files = output_paths(model.task, self.tom_bundles or model.bundles, self.save.single_file,
-                             self.save.probabilities, root)
+                             self.save.probabilities, root, uncertainty=self.uncertainty)
         return files + [root / name for name, on in ((STATISTICS_FILE, self.qc.statistics),
                                                      (PREVIEW_FILE, self.qc.preview),
                                                      (PEAKS_FILE, self.raw is not None)) if on]
@@ -198,4 +262,4 @@ class RunOptions(_Replace):
         folder never holds both (upstream leaves the old ones)."""
         model = self.model
         return output_paths(model.task, model.bundles, not self.save.single_file, self.save.probabilities,
-                            Path(outdir))
+                            Path(outdir), uncertainty=self.uncertainty)

@@ -34,10 +34,11 @@ from runtime.io.peaks_input import PeaksInput, ReadPeaks, read_peaks
 from runtime.models.bundles import Model, model_for
 from runtime.models.manifest import Artifact, Manifest
 from runtime.network.backends import Backend, choose, open_backend
+from runtime.network.dropout import DropoutSampler, OnesMask
 from runtime.network.precision import check_host
 from runtime.network.precision import self_check as run_self_check
 from runtime.network.predict import SliceStats, fused_probabilities
-from runtime.options import BackendOptions, RunOptions
+from runtime.options import BackendOptions, InferenceOptions, RunOptions, UncertaintyOptions
 from runtime.outputs.postprocess import BUNDLE_SPECIFIC_RULES
 from runtime.outputs.segmentation import Placement, Segmentation
 from runtime.qc.run_report import artifact_record, backend_record
@@ -58,6 +59,8 @@ class TractSegPipeline:
         self.self_check: dict[str, Any] = {"skipped": "not run"}
         self.part = 0  # the part model loaded (TOM: parts run one at a time)
         self._open_args: tuple = ()
+        self.dropout: Backend | None = None  # the dropout model (--uncertainty), opened on first use
+        self.dropout_artifact: Artifact | None = None
 
     @classmethod
     def open(cls, artifacts: str | os.PathLike[str] | None = None, output_type: str = "tract_segmentation",
@@ -110,6 +113,28 @@ class TractSegPipeline:
             {"skipped": "--no-self-check"}
         self.self_check = checked if not self.manifest.parts else {**self.self_check, f"part{part + 1}": checked}
 
+    def _dropout_sampler(self, uncertainty: UncertaintyOptions) -> DropoutSampler:
+        """The dropout model (opened and self-checked with dropout off the first time) drawing fresh masks from
+        ``uncertainty.seed``: one sampler per subject, so each subject's masks are the same in any run."""
+        name, device, precision, self_check = self._open_args
+        mask_shape = self.dropout_mask_shape
+        if self.dropout is None:
+            self.dropout = open_backend(name, device, self.manifest, self.threads, precision, dropout=True)
+            self.dropout_artifact = self.manifest.find(name, device, precision=precision, dropout=True)
+            assert self.dropout_artifact is not None  # open_backend found it
+            checked = run_self_check(OnesMask(self.dropout, mask_shape), self.manifest, self.dropout_artifact, name,
+                                     device) if self_check else {"skipped": "--no-self-check"}
+            self.self_check = {**self.self_check, "dropout_model": checked}
+        b = self.dropout
+        return DropoutSampler(b, mask_shape, uncertainty.samples, uncertainty.seed, b.name, b.device, b.version,
+                              b.detail)
+
+    @property
+    def dropout_mask_shape(self) -> tuple[int, ...]:
+        """pool_4's shape at the bundle's batch and slice size: (B, 512, S/16, S/16)."""
+        size = self.manifest.slice_size
+        return (self.manifest.batch_size, 512, size // 16, size // 16)
+
     def part_outputs(self, cube: np.ndarray, part: int, progress: Callable[[int], None] | None = None,
                      source: str = "") -> tuple[np.ndarray, SliceStats]:
         """A TOM part model's raw outputs for the cube, (3 x its bundles, S, S, S) float32 (loads that part)."""
@@ -120,10 +145,10 @@ class TractSegPipeline:
 
     def _network(self, cube: np.ndarray, n_classes: int, directions: tuple[int, ...],
                  progress: Callable[[int], None] | None, source: str, box: BBox | None = None,
-                 whole: tuple[int, ...] = ()) -> tuple[Any, SliceStats]:
+                 whole: tuple[int, ...] = (), network: Backend | None = None) -> tuple[Any, SliceStats]:
         try:
-            return fused_probabilities(cube, self.backend, self.manifest.batch_size, n_classes, progress, directions,
-                                       box, whole)
+            return fused_probabilities(cube, network or self.backend, self.manifest.batch_size, n_classes, progress,
+                                       directions, box, whole)
         except (KeyboardInterrupt, SystemExit):
             raise
         except MemoryError:
@@ -147,20 +172,27 @@ class TractSegPipeline:
         """Slices one subject runs through the network (progress bars): 3 x S, TOM 4 parts x S."""
         return self.slices_for()
 
-    def slices_for(self, bundles: tuple[str, ...] | None = None) -> int:
+    def slices_for(self, bundles: tuple[str, ...] | None = None, single_orientation: bool = False) -> int:
         """Slices run for ``bundles`` (TOM: only the parts that hold them; None: every bundle)."""
         models = self.model.parts or (self.model,)
         if bundles is not None and self.model.parts:
             models = tuple(m for m in models if set(m.bundles) & set(bundles))
-        return sum(len(m.directions) for m in models) * self.manifest.slice_size
+        per_model = [1 if single_orientation else len(m.directions) for m in models]
+        return sum(per_model) * self.manifest.slice_size
 
     def predict(self, peaks: PeaksInput | ReadPeaks, progress: Callable[[int], None] | None = None,
-                masks: str | os.PathLike[str] | None = None,
-                bundles: tuple[str, ...] | None = None) -> Segmentation | TOMResult:
+                masks: str | os.PathLike[str] | None = None, bundles: tuple[str, ...] | None = None,
+                inference: InferenceOptions = InferenceOptions()) -> Segmentation | TOMResult:
         """Segment one subject; ``progress(n)`` is called as slices complete (:attr:`slices_per_subject` in all).
         TOM: a :class:`runtime.tom.TOMResult` whose parts run when its bundles are asked for (``masks``: the
         bundle segmentations folder its TOMs are masked with; ``bundles``: only these, so only the parts that
-        hold them run)."""
+        hold them run). ``inference``: ``single_orientation`` runs the y slices only (upstream's
+        ``trainer.predict_img``, no mean); ``uncertainty`` gives the dropout std maps in place of probabilities
+        (:mod:`runtime.network.dropout`; a Segmentation whose ``uncertainty`` is set). ``super_resolution`` is the
+        input's business (:mod:`runtime.runner`), not this method's."""
+        if inference.uncertainty is not None and self.model.task != "tract_segmentation":
+            raise ValueError(f"uncertainty maps are for tract_segmentation (upstream's {self.model.task} model has "
+                             "no dropout layer)")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         given = self.read(peaks)
@@ -194,14 +226,18 @@ class TractSegPipeline:
                              masks=None if masks is None else Path(masks), timings=timings, model=self.model.name)
         t0 = time.perf_counter()
         # only the box that the way back reads, but every voxel of the bundles with a cube-space rule (CA, FX)
+        uncertain = inference.uncertainty is not None
         whole = tuple(i for i, b in enumerate(self.model.bundles) if b in BUNDLE_SPECIFIC_RULES) \
-            if self.model.task == "tract_segmentation" else ()
-        fused, stats = self._network(cube, self.model.n_classes, self.model.directions, progress, source,
-                                     cube_box_read_back(transform, self.manifest.slice_size), whole)
+            if self.model.task == "tract_segmentation" and not uncertain else ()
+        network = self._dropout_sampler(inference.uncertainty) if inference.uncertainty is not None else None
+        directions = (1,) if inference.single_orientation else self.model.directions  # upstream: SLICE_DIRECTION y
+        fused, stats = self._network(cube, self.model.n_classes, directions, progress, source,
+                                     cube_box_read_back(transform, self.manifest.slice_size), whole, network)
         timings["network"] = round(time.perf_counter() - t0, 3)
         return Segmentation(bundles=self.model.bundles, output_type=self.model.task, source=source, fused=fused,
                             placement=placement, slices=stats, timings=timings, model=self.model.name,
-                            threshold=self.model.threshold)
+                            threshold=self.model.threshold, single_orientation=inference.single_orientation,
+                            uncertainty=inference.uncertainty.record() if inference.uncertainty else None)
 
     def segment(self, peaks: PeaksInput, outdir: str | os.PathLike[str], options: RunOptions | None = None,
                 subject: str | None = None, report: str | os.PathLike[str] | None = None) -> RunReport:
@@ -219,6 +255,8 @@ class TractSegPipeline:
         """What ran: the bundle, the verified artifact and the backend (for reports)."""
         return {"model": self.model.name,
                 "artifact": artifact_record(self.manifest, self.artifact) if self.artifact else None,
+                **({"dropout_artifact": artifact_record(self.manifest, self.dropout_artifact)}
+                   if self.dropout_artifact else {}),
                 "backend": backend_record(self.backend, self.manifest.batch_size, self.threads),
                 "precision": self.artifact.precision if self.artifact else "fp32", "self_check": self.self_check}
 

@@ -116,6 +116,7 @@ def add_run_arguments(p: argparse.ArgumentParser, raw_flag: bool = True, raw_fil
     """Everything one subject's run takes (``tractseg-aot``; the study runner and the BIDS App per subject)."""
     add_model_arguments(p)
     add_save_arguments(p)
+    add_inference_arguments(p)
     add_preprocess_arguments(p)
     add_backend_arguments(p)
     add_qc_arguments(p)
@@ -156,8 +157,28 @@ def add_tracking_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup,
         add_tracking_format_argument(p)
     p.add_argument("--tracking_dilation", metavar="N", type=int, default=0,
                    help="dilate the bundle mask by N voxels and the endpoint masks by N+1 (default: 0, as upstream)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                   help=f"tracking seed (default {DEFAULT_SEED}); recorded in each tractogram's sidecar")
+    add_seed_argument(p)
+
+
+def add_seed_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--seed``, once per command line: tracking's seeds and ``--uncertainty``'s dropout masks."""
+    if "--seed" not in p._option_string_actions:
+        p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                       help=f"random seed of tracking and of --uncertainty's dropout masks (default {DEFAULT_SEED}); "
+                            "recorded in each tractogram's sidecar and the run report")
+
+
+def add_inference_arguments(p: argparse.ArgumentParser) -> None:
+    """upstream's other ways to run the network."""
+    g = p.add_argument_group("how the network runs (upstream's options)")
+    g.add_argument("--single_orientation", action="store_true",
+                   help="the y slices only, no mean over three orientations: about 3x faster, masks differ")
+    g.add_argument("--super_resolution", action="store_true",
+                   help="keep the model's 1.25 mm grid instead of going back to the input's resolution (needs dipy)")
+    g.add_argument("--uncertainty", action="store_true",
+                   help="uncertainty maps by Monte Carlo dropout (30 runs per slice, --seed): tract_segmentation "
+                        "only, written to bundle_uncertainties")
+    add_seed_argument(g)
 
 
 def add_study_arguments(p: argparse.ArgumentParser, scheduler: bool = True) -> None:

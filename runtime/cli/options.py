@@ -9,8 +9,8 @@ from typing import NoReturn
 from runtime.chain import ChainOptions
 from runtime.cohort import StudyOptions
 from runtime.errors import InputError
-from runtime.options import (BackendOptions, PreprocessOptions, QCOptions, RawInputOptions, RunOptions,
-                             SaveOptions)
+from runtime.options import (BackendOptions, InferenceOptions, PreprocessOptions, QCOptions, RawInputOptions,
+                             RunOptions, SaveOptions, UncertaintyOptions)
 from runtime.tracking.api import TrackingOptions, parse_bundles
 
 
@@ -57,9 +57,15 @@ def run_options(p: argparse.ArgumentParser, args: argparse.Namespace, raw: bool 
                           raw=raw_input_options(args) if raw else None,
                           tract_segmentations_path=args.tract_segmentations_path, force=args.force, quiet=args.quiet,
                           orientation=args.orientation,
-                          preprocess=PreprocessOptions(args.mni_template, args.fa) if args.preprocess else None)
+                          preprocess=PreprocessOptions(args.mni_template, args.fa) if args.preprocess else None,
+                          inference=inference_options(args))
     except ValueError as error:
         _usage(p, error)
+
+
+def inference_options(args: argparse.Namespace) -> InferenceOptions:
+    return InferenceOptions(single_orientation=args.single_orientation, super_resolution=args.super_resolution,
+                            uncertainty=UncertaintyOptions(seed=args.seed) if args.uncertainty else None)
 
 
 def chain_options(p: argparse.ArgumentParser, args: argparse.Namespace, backend: BackendOptions,

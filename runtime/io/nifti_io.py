@@ -144,18 +144,26 @@ def load_peaks(path: str | os.PathLike[str], cube: int = 144, n_classes: int = 7
 STATISTICS_FILE = "statistics.json"
 PREVIEW_FILE = "preview.png"
 PEAKS_FILE = "peaks.nii.gz"
+UNCERTAINTY_DIR = "bundle_uncertainties"  # --uncertainty's folder (and single file's name), upstream's
 
 
 def output_paths(output_type: str, bundles: Sequence[str], single_output_file: bool, get_probabilities: bool,
                  outdir: str | os.PathLike[str],
-                 tract_segmentation_dir: str = "bundle_segmentations") -> list[Path]:
+                 tract_segmentation_dir: str = "bundle_segmentations", uncertainty: bool = False) -> list[Path]:
     """Every file upstream's CLI writes for these options, in write order (bundle order).
+
+    ``uncertainty`` (``--uncertainty``, tract_segmentation): ``bundle_uncertainties/<bundle>.nii.gz``, or
+    ``bundle_uncertainties.nii.gz`` with ``single_output_file``.
 
     ``bundles`` are the output channel names: for endings_segmentation the ``<bundle>_b`` / ``<bundle>_e``
     names. ``get_probabilities`` is accepted for the CLI's convenience; upstream uses the same names for it.
     """
     del get_probabilities  # same file names with or without probabilities
     root = Path(outdir)
+    if output_type == "tract_segmentation" and uncertainty:
+        if single_output_file:
+            return [root / f"{UNCERTAINTY_DIR}.nii.gz"]
+        return [root / UNCERTAINTY_DIR / f"{bundle}.nii.gz" for bundle in bundles]
     if output_type == "tract_segmentation":
         if single_output_file:
             return [root / "bundle_segmentations.nii.gz"]
@@ -176,11 +184,12 @@ def output_paths(output_type: str, bundles: Sequence[str], single_output_file: b
 
 
 def output_dtype(output_type: str, get_probabilities: bool, postprocess: bool = True,
-                 all_masks_empty: bool = False) -> np.dtype:
+                 all_masks_empty: bool = False, single_orientation: bool = False) -> np.dtype:
     """The dtype upstream's CLI writes (same for per-bundle files and the single 4D file).
 
     * ``--get_probabilities``: float32 (mean of float32 probabilities).
-    * endings_segmentation: int16 (``mean_fusion``).
+    * endings_segmentation: int16 (``mean_fusion``); with ``--single_orientation`` float32 0/1
+      (``trainer.predict_img`` thresholds into its float32 volume).
     * tract_segmentation with blob removal (CLI default): int32, because ``remove_small_blobs`` returns the label
       array -- except when *every* bundle mask is empty: then each bundle is returned unchanged as uint8 and the
       stacked result stays uint8 (``all_masks_empty=True``).
@@ -192,20 +201,21 @@ def output_dtype(output_type: str, get_probabilities: bool, postprocess: bool = 
     if get_probabilities or output_type in ("TOM", "dm_regression"):
         return np.dtype(np.float32)
     if output_type == "endings_segmentation":
-        return np.dtype(np.int16)
+        return np.dtype(np.float32 if single_orientation else np.int16)
     if postprocess and not all_masks_empty:
         return np.dtype(np.int32)
     return np.dtype(np.uint8)
 
 
 def output_bytes(output_type: str, n_outputs: int, shape: Sequence[int], get_probabilities: bool,
-                 postprocess: bool = True) -> int:
+                 postprocess: bool = True, single_orientation: bool = False) -> int:
     """Upper bound of the outputs' size on disk: uncompressed data plus a header per file (one sizing for every
     writer: the command line, the study runner and ``Segmentation.save``)."""
     voxels = 1
     for n in shape:
         voxels *= int(n)
-    return n_outputs * (voxels * output_dtype(output_type, get_probabilities, postprocess).itemsize + 352)
+    dtype = output_dtype(output_type, get_probabilities, postprocess, single_orientation=single_orientation)
+    return n_outputs * (voxels * dtype.itemsize + 352)
 
 
 def strip_nifti(name: str) -> str:

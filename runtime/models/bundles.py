@@ -64,6 +64,12 @@ class Model:
         return len(self.bundles) * self.channels_per_bundle
 
     @property
+    def dropout(self) -> bool:
+        """Whether upstream's network has its dropout layer (``--uncertainty``): tract_segmentation's configs
+        (``experiments/tract_seg.py``, both tract definitions) set ``USE_DROPOUT = True``, the others do not."""
+        return self.task == "tract_segmentation"
+
+    @property
     def name(self) -> str:
         base = self.task if self.tract_definition == "TractQuerier+" else f"{self.task}_xtract"
         return f"{base}_{self.part.lower()}" if self.part else base

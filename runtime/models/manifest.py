@@ -23,6 +23,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 INPUT_NAME = "slices"
 OUTPUT_NAME = "probabilities"
+MASK_NAME = "dropout_mask"  # the dropout model's second input (--uncertainty), pool_4's shape
+# details["function"] of the dropout model (slices, mask) -> probabilities; absent: the plain model
+DROPOUT_FUNCTION = "dropout"
 PEAK_CHANNELS = 9  # the network's input channels: three peaks x (x, y, z)
 
 __all__ = ["ArtifactError", "Artifact", "CONV_ALGORITHMS", "FileEntry", "Manifest", "ModelInfo", "PRECISIONS",
@@ -177,12 +180,14 @@ class Manifest:
                             f"(bundle has: {', '.join(a.id for a in self.artifacts)})")
 
     def find(self, backend: str, platform: str, cpu_flags: frozenset[str] | None = None,
-             precision: str = "fp32") -> Artifact | None:
-        """The first artifact for backend, platform and precision whose required CPU flags this machine has."""
+             precision: str = "fp32", dropout: bool = False) -> Artifact | None:
+        """The first artifact for backend, platform and precision whose required CPU flags this machine has
+        (``dropout``: the dropout model of ``--uncertainty`` instead of the plain one)."""
         flags = host_cpu_flags() if cpu_flags is None else cpu_flags
         for a in self.artifacts:
             needs = set(a.details.get("requires_cpu_flags", ())) if platform == "cpu" else set()
-            if backend in a.backends and platform in a.platforms and a.precision == precision and needs <= flags:
+            if (backend in a.backends and platform in a.platforms and a.precision == precision and needs <= flags
+                    and (a.details.get("function") == DROPOUT_FUNCTION) == dropout):
                 return a
         return None
 

@@ -52,6 +52,10 @@ class Segmentation:
     timings: dict[str, float] = field(default_factory=dict)
     model: str = ""  # the model's name (runtime.models.bundles.Model.name), recorded in statistics' _meta
     threshold: float | None = None  # dm_regression: written values below it are 0 (upstream's Config.THRESHOLD)
+    single_orientation: bool = False  # the y slices only (--single_orientation): endings masks are float32
+    # --uncertainty ({"samples", "seed"}): ``fused`` holds the dropout std maps, written as float32 without
+    # thresholds or post-processing to bundle_uncertainties (upstream's layout)
+    uncertainty: dict | None = None
 
     @property
     def affine(self) -> np.ndarray:
@@ -61,12 +65,18 @@ class Segmentation:
     def shape(self) -> tuple[int, int, int]:
         return self.placement.shape
 
+    def written(self, options: SaveOptions) -> SaveOptions:
+        """The save options in effect: uncertainty maps are floats without post-processing."""
+        return options.replace(probabilities=True, postprocess=False) if self.uncertainty else options
+
     def _spec(self, options: SaveOptions, paths: tuple[Path, ...] = ()) -> OutputSpec:
+        options = self.written(options)
         p = self.placement
         return OutputSpec(output_type=self.output_type, bundles=self.bundles, paths=paths,
                           single_file=options.single_file, probabilities=options.probabilities,
                           postprocess=options.postprocess, affine=p.affine, flip_axes=p.flip_axes,
-                          transform=p.transform, bbox=p.bbox, shape=p.shape, threshold=self.threshold)
+                          transform=p.transform, bbox=p.bbox, shape=p.shape, threshold=self.threshold,
+                          single_orientation=self.single_orientation)
 
     def _index(self, name: str) -> int:
         try:
@@ -75,12 +85,16 @@ class Segmentation:
             raise KeyError(f"no bundle {name!r} in this {self.output_type} model") from None
 
     def probability(self, name: str) -> np.ndarray:
-        """One bundle's fused probability on the input grid, float32 (upstream's --get_probabilities values)."""
+        """One bundle's fused probability on the input grid, float32 (upstream's --get_probabilities values;
+        with ``uncertainty``: the bundle's uncertainty map, upstream's bundle_uncertainties values)."""
         return bundle_volume(self.fused[self._index(name)], name, self._spec(SaveOptions(probabilities=True)))[0]
 
     def mask(self, name: str, postprocess: bool = True) -> np.ndarray:
         """One bundle's mask on the input grid, uint8 0/1 (upstream's values; blob removal unless not
         ``postprocess``, tract segmentation only)."""
+        if self.uncertainty:
+            raise ValueError("this prediction holds uncertainty maps (--uncertainty), not probabilities: "
+                             "probability(name) gives a bundle's map")
         volume = bundle_volume(self.fused[self._index(name)], name, self._spec(SaveOptions(postprocess=postprocess)))[0]
         return volume.astype(np.uint8, copy=False)
 
@@ -108,12 +122,14 @@ class Segmentation:
 
     def files(self, outdir: str | os.PathLike[str], options: SaveOptions = SaveOptions()) -> list[Path]:
         """The files :meth:`save` writes, in upstream's layout."""
-        return output_paths(self.output_type, self.bundles, options.single_file, options.probabilities, outdir)
+        return output_paths(self.output_type, self.bundles, options.single_file, options.probabilities, outdir,
+                            uncertainty=self.uncertainty is not None)
 
     def needed_bytes(self, options: SaveOptions) -> int:
         """Upper bound of the outputs' size on disk (:func:`runtime.io.nifti_io.output_bytes`)."""
+        options = self.written(options)
         return output_bytes(self.output_type, len(self.bundles), self.shape, options.probabilities,
-                            options.postprocess)
+                            options.postprocess, self.single_orientation)
 
     def save(self, outdir: str | os.PathLike[str], single_file: bool = False, probabilities: bool = False,
              postprocess: bool = True, force: bool = False, statistics: bool = False,

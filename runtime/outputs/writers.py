@@ -47,6 +47,7 @@ class OutputSpec:
     shape: tuple[int, int, int]  # the input grid
     threshold: float | None = None  # dm_regression: values below it set to 0 (bin/TractSeg, Config.THRESHOLD)
     value_range: tuple[np.float32, np.float32] | None = None  # --rescale_dm: (min, max) of the whole output
+    single_orientation: bool = False  # --single_orientation: endings masks written as float32 (upstream's)
 
     @property
     def removes_blobs(self) -> bool:
@@ -54,7 +55,7 @@ class OutputSpec:
 
     def dtype(self, all_masks_empty: bool = False) -> np.dtype:
         return output_dtype(self.output_type, self.probabilities, self.postprocess and not self.probabilities,
-                            all_masks_empty=all_masks_empty)
+                            all_masks_empty=all_masks_empty, single_orientation=self.single_orientation)
 
 
 def bundle_volume(prob_cube: np.ndarray, name: str, spec: OutputSpec) -> tuple[np.ndarray, bool]:

@@ -15,6 +15,7 @@ from runtime.models.manifest import Manifest
 from runtime.options import RunOptions
 from runtime.qc.collectors import preview_dependency_check
 from runtime.runner.orientation import check_orientation
+from runtime.preprocess.spacing import to_model_spacing
 from runtime.runner.preprocess import MniMove, move_to_mni
 from runtime.tom import check_masks, default_masks_dir
 
@@ -70,6 +71,8 @@ def read_subject(peaks: PeaksInput | ReadPeaks, outdir: Path, files: list[Path],
     given = read_peaks(peaks, manifest.slice_size, options.model.largest_part.n_classes)
     read_seconds = round(time.perf_counter() - started, 3)
     orientation = check_orientation(given, options.orientation)  # in the subject's own axes
+    if options.inference.super_resolution:  # upstream resamples right after loading; the outputs stay there
+        given = ReadPeaks(*to_model_spacing(given.data, given.affine), given.source)
     masks_grid = (given.data.shape[:3], given.affine)
     mni = None
     if options.preprocess is not None:

@@ -40,6 +40,7 @@ def run_document(source: str, placement: Placement, cube_size: int, options: Run
         "slices": slices.as_dict() if slices else None,
         "timings_s": timings,
         "peak_rss_mb": rss,
-        "output_dtype": str(output_dtype(options.output_type, options.save.probabilities, options.save.postprocess)),
+        "output_dtype": str(output_dtype(options.output_type, options.written.probabilities, options.written.postprocess,
+                                         single_orientation=options.inference.single_orientation)),
         "outputs": [str(f) for f in written],
     }

@@ -26,7 +26,7 @@ from runtime.io.peaks_input import PeaksInput, ReadPeaks, check_input_path, subj
 from runtime.io.nifti_io import output_bytes
 from runtime.io.progress import Progress
 from runtime.models.manifest import Manifest
-from runtime.options import RunOptions
+from runtime.options import InferenceOptions, RunOptions
 from runtime.outputs.output_set import output_folder
 from runtime.outputs.save import EXTRAS_BYTES, write_result
 from runtime.qc.collectors import RunNotes, first_peak_length
@@ -45,10 +45,10 @@ class Pipeline(Protocol):
     manifest: Manifest
     open_seconds: float
 
-    def slices_for(self, bundles: tuple[str, ...] | None = None) -> int: ...
+    def slices_for(self, bundles: tuple[str, ...] | None = None, single_orientation: bool = False) -> int: ...
 
     def predict(self, peaks: ReadPeaks, progress: Callable[[int], None] | None = None, masks: Path | None = None,
-                bundles: tuple[str, ...] | None = None) -> Any: ...
+                bundles: tuple[str, ...] | None = None, inference: InferenceOptions = ...) -> Any: ...
 
     def record(self) -> dict[str, Any]: ...
 
@@ -79,9 +79,9 @@ def segment_subject(source: PeaksInput | ReadPeaks, outdir: str | os.PathLike[st
 
 
 def needed_bytes(options: RunOptions, shape: tuple[int, ...]) -> int:
-    model = options.model
-    return output_bytes(model.task, model.n_classes, shape, options.save.probabilities,
-                        options.save.postprocess) + EXTRAS_BYTES
+    model, save = options.model, options.written
+    return output_bytes(model.task, model.n_classes, shape, save.probabilities, save.postprocess,
+                        options.inference.single_orientation) + EXTRAS_BYTES
 
 
 def run_subject(pipeline: Pipeline, checked: CheckedSubject, options: RunOptions,
@@ -97,9 +97,11 @@ def run_subject(pipeline: Pipeline, checked: CheckedSubject, options: RunOptions
     notes = RunNotes(pipeline.manifest.demo_weights, checked.orientation)
     with output_folder(checked.outdir, list(checked.files), options.force, needed_bytes(options, shape),
                        options.other_layout_files(checked.outdir)) as staged:
-        with progress.bar(pipeline.slices_for(options.tom_bundles), "slice", "network") as advance:
+        slices = pipeline.slices_for(options.tom_bundles, options.inference.single_orientation)
+        with progress.bar(slices, "slice", "network") as advance:
             # handed over, no reference kept here: predict frees the input once the cube is made
-            result = pipeline.predict(checked.take_peaks(), advance, checked.masks, options.tom_bundles)
+            result = pipeline.predict(checked.take_peaks(), advance, checked.masks, options.tom_bundles,
+                                      options.inference)
             if checked.masks is not None:  # TOM: the parts run while the bundles are written
                 written, write_timings = write_result(result, staged, options.save, options.qc, name, notes=notes)
         if checked.masks is None:

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from runtime.errors import ArtifactError, BackendError, one_line
-from runtime.models.manifest import Artifact, Manifest
+from runtime.models.manifest import DROPOUT_FUNCTION, Artifact, Manifest
 
 # name -> (module with the backend, python package that must be installed, pip extra)
 BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -114,13 +114,21 @@ def cuda_available() -> bool:
 
 
 def open_backend(name: str, device: str, manifest: Manifest, nr_cpus: int | None = None,
-                 precision: str = "fp32") -> Backend:
-    """Verify the artifact's checksums, then load it on the named backend and device."""
+                 precision: str = "fp32", dropout: bool = False) -> Backend:
+    """Verify the artifact's checksums, then load it on the named backend and device (``dropout``: the
+    bundle's dropout model, for ``--uncertainty``; it takes ``(batch, mask)``)."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
     if not is_installed(name):
         raise BackendError(f"backend {name!r} is not installed: pip install 'tractseg-aot[{BACKENDS[name][2]}]'")
-    artifact = manifest.find(name, device, precision=precision)
+    artifact = manifest.find(name, device, precision=precision, dropout=dropout)
+    if artifact is None and dropout:
+        has = sorted({b for a in manifest.artifacts if a.details.get("function") == DROPOUT_FUNCTION
+                      for b in a.backends})
+        raise ArtifactError(f"{manifest.root}: --uncertainty needs the bundle's dropout model, " + (
+            f"which runs on {' or '.join(has)}, not {name}: pass --backend {has[0]}" if has else
+            "which this bundle lacks (tract_segmentation bundles exported with the onnx format have one: "
+            "python -m export --task tract_segmentation ... --formats onnx)"))
     if artifact is None:
         raise ArtifactError(f"{manifest.root}: no {precision} artifact for backend {name!r} on {device}")
     return load_artifact(name, manifest.verified_path(artifact), artifact, device, nr_cpus)

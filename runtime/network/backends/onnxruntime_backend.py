@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.network.backends import BackendError
-from runtime.models.manifest import INPUT_NAME, Artifact
+from runtime.models.manifest import INPUT_NAME, MASK_NAME, Artifact
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -43,8 +43,10 @@ class OnnxRuntimeBackend:
         self.device = device
         self.detail = provider
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {INPUT_NAME: batch})[0]
+    def __call__(self, batch: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """``mask``: the dropout model's second input (``--uncertainty``)."""
+        feeds = {INPUT_NAME: batch} if mask is None else {INPUT_NAME: batch, MASK_NAME: mask}
+        return self.session.run(None, feeds)[0]
 
 
 def load(path: Path, artifact: Artifact, device: str, nr_cpus: int | None) -> OnnxRuntimeBackend:

@@ -64,8 +64,9 @@ class OpenVinoBackend:
         self.device = "cpu"
         self.detail = f"CPU {got}"
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        result = self.request.infer({0: batch})
+    def __call__(self, batch: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """``mask``: the dropout model's second input (``--uncertainty``)."""
+        result = self.request.infer({0: batch} if mask is None else {0: batch, 1: mask})
         return np.array(result[self.compiled.output(0)], copy=True)
 
 
