@@ -53,12 +53,24 @@ class BackendOptions(_Replace):
 class SaveOptions(_Replace):
     """What is written (upstream's CLI options): ``single_file`` [--single_output_file], ``probabilities``
     [--get_probabilities], ``postprocess`` [not --no_postprocess], ``rescale_dm`` [--rescale_dm: dm_regression's
-    values min-max scaled over the whole output]."""
+    values min-max scaled over the whole output], ``tract_dir`` [--tract_segmentation_output_dir] and ``tom_dir``
+    [--TOM_output_dir]: the per-bundle folders' names."""
 
     single_file: bool = False
     probabilities: bool = False
     postprocess: bool = True
     rescale_dm: bool = False
+    tract_dir: str = "bundle_segmentations"
+    tom_dir: str = "TOM"
+
+    def __post_init__(self) -> None:
+        for flag, name in (("--tract_segmentation_output_dir", self.tract_dir), ("--TOM_output_dir", self.tom_dir)):
+            if not name or name in (".", "..") or "/" in name or "\\" in name:
+                raise ValueError(f"{flag} {name!r}: a folder name inside the output folder, without '/'")
+
+    def folders(self) -> dict[str, str]:
+        """The folder names as output_paths takes them."""
+        return {"tract_segmentation_dir": self.tract_dir, "tom_dir": self.tom_dir}
 
 
 @dataclass(frozen=True)
@@ -241,6 +253,10 @@ class RunOptions(_Replace):
                 **({"tract_segmentations_path": self.tract_segmentations_path} if self.output_type == "TOM" else {}),
                 **({"tom_bundles": list(self.tom_bundles)} if self.tom_bundles is not None else {}),
                 **({"rescale_dm": self.save.rescale_dm} if self.output_type == "dm_regression" else {}),
+                **{flag: name for flag, name, default in (("tract_segmentation_output_dir", self.save.tract_dir,
+                                                           "bundle_segmentations"),
+                                                          ("TOM_output_dir", self.save.tom_dir, "TOM"))
+                   if name != default},
                 **({"raw_diffusion_input": self.raw.record()} if self.raw is not None else {}),
                 **({"preprocess": self.preprocess.record()} if self.preprocess is not None else {}),
                 **({"orientation": "fix"} if self.orientation == "fix" else {}),  # check / off change no output
@@ -252,7 +268,7 @@ class RunOptions(_Replace):
         root = Path(outdir)
         model = self.model
         files = output_paths(model.task, self.tom_bundles or model.bundles, self.save.single_file,
-                             self.save.probabilities, root, uncertainty=self.uncertainty)
+                             self.save.probabilities, root, uncertainty=self.uncertainty, **self.save.folders())
         return files + [root / name for name, on in ((STATISTICS_FILE, self.qc.statistics),
                                                      (PREVIEW_FILE, self.qc.preview),
                                                      (PEAKS_FILE, self.raw is not None)) if on]
@@ -262,4 +278,4 @@ class RunOptions(_Replace):
         folder never holds both (upstream leaves the old ones)."""
         model = self.model
         return output_paths(model.task, model.bundles, not self.save.single_file, self.save.probabilities,
-                            Path(outdir), uncertainty=self.uncertainty)
+                            Path(outdir), uncertainty=self.uncertainty, **self.save.folders())

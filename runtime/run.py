@@ -11,6 +11,7 @@ Exit status: 0 done; 1 an input, bundle, backend or output problem (one line on 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -34,9 +35,19 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunOptions]:
     add_input_arguments(p)
     add_run_arguments(p)
     p.add_argument("--report", metavar="FILE", type=path_arg, help="write a JSON report of the run")
+    p.add_argument("--verbose", action="store_true", help="also print the options in effect and each step's time")
+    g = p.add_argument_group("upstream's testing flags (refused: they need upstream's own experiment folders or "
+                             "return mock outputs)")
+    g.add_argument("--exp_name", metavar="folder_name", help="upstream: name of experiment - ONLY FOR TESTING")
+    g.add_argument("--test", action="store_true", help="upstream: only needed for unittesting")
     p.add_argument("--version", action="version", version=f"%(prog)s {tool_version()}")
     args = p.parse_args(argv)
     args.peaks = input_path(p, args)
+    if args.exp_name or args.test:
+        p.error("--exp_name / --test are upstream's testing flags (its experiment folders, mock outputs): not "
+                "supported")
+    if args.verbose and args.quiet:
+        p.error("--verbose and --quiet contradict each other")
     options = run_options(p, args)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args, options
@@ -55,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         outdir = args.output or default_output_dir(args.peaks)
         report = segment_subject(args.peaks, outdir, options, lambda: open_and_describe(options), report=args.report)
         document = {**report.document, "command": ["python", "-m", "runtime.run", *args.argv]}
+        if args.verbose:
+            log.info("options: %s", json.dumps(document["request"]))
+            log.info("timings (s): %s", ", ".join(f"{k} {v}" for k, v in document["timings_s"].items()))
         if args.report:
             try:
                 write_report(document, args.report)

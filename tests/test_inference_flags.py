@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from runtime.models.bundles import TRACTQUERIER_BUNDLES
-from runtime.options import InferenceOptions, UncertaintyOptions
+from runtime.options import InferenceOptions, RunOptions, SaveOptions, UncertaintyOptions
 from runtime.pipeline import TractSegPipeline
 from runtime.run import main
 from tests.run_support import REPO, SMALL_SIZE, files_under, read, save_peaks, synthetic_peaks
@@ -92,3 +92,20 @@ def test_study_runner_passes_uncertainty_on(tract_small, tmp_path):
                            "--pattern", "*/peaks.nii.gz"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(list((tmp_path / "out" / "sub-01" / "bundle_uncertainties").glob("*.nii.gz"))) == 72
+
+
+def test_upstreams_folder_names_verbose_and_testing_flags(tract_small, peaks, tmp_path, capsys):
+    code = main([str(peaks), "-o", str(tmp_path / "a"), "--artifacts", tract_small, "--verbose",
+                 "--tract_segmentation_output_dir", "segs"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["segs"]
+    assert len(list((tmp_path / "a" / "segs").glob("*.nii.gz"))) == 72
+    assert '"tract_segmentation_output_dir": "segs"' in out and "timings (s): open_backend" in out
+    tom = RunOptions(output_type="TOM", save=SaveOptions(tom_dir="tom_maps")).output_files(tmp_path / "t")
+    assert {p.parent.name for p in tom} == {"tom_maps"} and len(tom) == 72
+    for bad in (["--tract_segmentation_output_dir", "../up"], ["--test"], ["--exp_name", "x"], ["--verbose", "--quiet"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(peaks), "-o", str(tmp_path / "b"), "--artifacts", tract_small, *bad])
+        assert exit_info.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()[-1]) > 0
+    assert not (tmp_path / "b").exists()

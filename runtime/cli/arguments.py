@@ -62,6 +62,10 @@ def add_save_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rescale_dm", action="store_true",
                    help="dm_regression: min-max scale the density maps over all bundles, as upstream (whose "
                         "range(0, 100) gives [0, 1])")
+    p.add_argument("--tract_segmentation_output_dir", metavar="folder_name", default="bundle_segmentations",
+                   help="name of the bundle segmentations folder (default: bundle_segmentations)")
+    p.add_argument("--TOM_output_dir", metavar="folder_name", default="TOM",
+                   help="name of the TOM folder (default: TOM)")
     p.add_argument("--get_probabilities", action="store_true",
                    help="float32 probabilities instead of masks (no post-processing)")
     add_postprocess_argument(p)

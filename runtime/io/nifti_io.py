@@ -149,11 +149,13 @@ UNCERTAINTY_DIR = "bundle_uncertainties"  # --uncertainty's folder (and single f
 
 def output_paths(output_type: str, bundles: Sequence[str], single_output_file: bool, get_probabilities: bool,
                  outdir: str | os.PathLike[str],
-                 tract_segmentation_dir: str = "bundle_segmentations", uncertainty: bool = False) -> list[Path]:
+                 tract_segmentation_dir: str = "bundle_segmentations", uncertainty: bool = False,
+                 tom_dir: str = "TOM") -> list[Path]:
     """Every file upstream's CLI writes for these options, in write order (bundle order).
 
     ``uncertainty`` (``--uncertainty``, tract_segmentation): ``bundle_uncertainties/<bundle>.nii.gz``, or
-    ``bundle_uncertainties.nii.gz`` with ``single_output_file``.
+    ``bundle_uncertainties.nii.gz`` with ``single_output_file``. ``tract_segmentation_dir`` / ``tom_dir``:
+    upstream's ``--tract_segmentation_output_dir`` / ``--TOM_output_dir`` (per-bundle files only, as upstream).
 
     ``bundles`` are the output channel names: for endings_segmentation the ``<bundle>_b`` / ``<bundle>_e``
     names. ``get_probabilities`` is accepted for the CLI's convenience; upstream uses the same names for it.
@@ -175,7 +177,7 @@ def output_paths(output_type: str, bundles: Sequence[str], single_output_file: b
     if output_type == "TOM":  # upstream's single file name, although its CLI refuses --single_output_file for TOM
         if single_output_file:
             return [root / "bundle_TOMs.nii.gz"]
-        return [root / "TOM" / f"{bundle}.nii.gz" for bundle in bundles]
+        return [root / tom_dir / f"{bundle}.nii.gz" for bundle in bundles]
     if output_type == "dm_regression":
         if single_output_file:
             return [root / "bundle_density_maps.nii.gz"]

@@ -123,7 +123,7 @@ class Segmentation:
     def files(self, outdir: str | os.PathLike[str], options: SaveOptions = SaveOptions()) -> list[Path]:
         """The files :meth:`save` writes, in upstream's layout."""
         return output_paths(self.output_type, self.bundles, options.single_file, options.probabilities, outdir,
-                            uncertainty=self.uncertainty is not None)
+                            uncertainty=self.uncertainty is not None, **options.folders())
 
     def needed_bytes(self, options: SaveOptions) -> int:
         """Upper bound of the outputs' size on disk (:func:`runtime.io.nifti_io.output_bytes`)."""

@@ -98,7 +98,8 @@ class TOMResult:
         return np.ascontiguousarray(flip(volume, self.placement.flip_axes))
 
     def files(self, outdir: str | os.PathLike[str], options: SaveOptions = SaveOptions()) -> list[Path]:
-        return output_paths("TOM", self.bundles, options.single_file, options.probabilities, outdir)
+        return output_paths("TOM", self.bundles, options.single_file, options.probabilities, outdir,
+                            **options.folders())
 
     def needed_bytes(self, options: SaveOptions) -> int:
         return output_bytes("TOM", 3 * len(self.bundles), self.shape, True)
