@@ -313,3 +313,26 @@ def test_boutiques_descriptor(dataset, tmp_path):
     assert (args.bids_dir, args.analysis_level, args.participant_label) == (dataset, "participant", ["01", "sub-02"])
     assert chain is not None and chain.tracking.nr_fibers == 30 and args.scalar_param == "fa"
     assert options.workers == 0 and options.per_subject.raw.peaks_engine == "dipy"
+
+
+def test_uncertainty_and_renamed_folders_become_derivatives(dataset, tmp_path):
+    """--uncertainty's maps are linked as ``desc-uncertainty`` probseg variants with a sidecar that says what they
+    are; a renamed --tract_segmentation_output_dir is still found."""
+    from runtime.bids.derivatives import derivative_links
+    from runtime.options import InferenceOptions, RawInputOptions, RunOptions, SaveOptions, UncertaintyOptions
+
+    series = next(s for s in find_dwis(dataset) if s.name == "sub-01_run-1")
+    subject = tmp_path / "run" / "sub-01_run-1"
+    _nifti(subject / "bundle_uncertainties" / "CST_left.nii.gz", (4, 4, 3))
+    _nifti(subject / "segs" / "CA.nii.gz", (4, 4, 3))
+    options = RunOptions(raw=RawInputOptions(), save=SaveOptions(tract_dir="segs"),
+                         inference=InferenceOptions(uncertainty=UncertaintyOptions(seed=3)))
+    made = derivative_links(series, subject, tmp_path / "out", options, dataset)
+    names = sorted(p.name for p in made)
+    assert "sub-01_run-1_space-orig_label-CSTleft_desc-uncertainty_probseg.nii.gz" in names
+    assert "sub-01_run-1_space-orig_label-CA_mask.nii.gz" in names
+    sidecar = json.loads(next(p for p in made if p.name.endswith("desc-uncertainty_probseg.json")).read_text())
+    assert "standard deviation of 30 Monte Carlo dropout" in sidecar["Description"] and "seeded with 3" in \
+        sidecar["Description"]
+    entities, suffix = parse_name("sub-01_run-1_space-orig_label-CSTleft_desc-uncertainty_probseg.nii.gz")
+    assert suffix == "probseg" and entities["desc"] == "uncertainty"

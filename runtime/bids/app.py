@@ -104,7 +104,8 @@ def run_participants(series: list[BidsDwi], bids_dir: str | os.PathLike[str], ou
 
 def _kinds(run: RunOptions, chain: ChainOptions | None) -> list[str]:
     """What this run writes, as :data:`runtime.bids.naming.DERIVATIVE_KINDS` keys."""
-    kinds = {"tract_segmentation": ["probseg" if run.save.probabilities else "mask"],
+    tract = "uncertainty" if run.uncertainty else "probseg" if run.save.probabilities else "mask"
+    kinds = {"tract_segmentation": [tract],
              "endings_segmentation": ["endings"]}.get(run.output_type, []) + ["peaks"]
     if chain is not None:
         kinds += ["endings", "tractogram"] + (["tractometry"] if chain.scalar_pattern else [])

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from runtime.bids.layout import BidsDwi
-from runtime.bids.naming import ending_name, mask_name, peaks_name, probseg_name
+from runtime.bids.naming import ending_name, mask_name, peaks_name, probseg_name, uncertainty_name
 from runtime.bids.sidecars import dumps, mask_sidecar, peaks_sidecar
 from runtime.io.atomic import write_text_atomic
-from runtime.io.nifti_io import PEAKS_FILE
+from runtime.io.nifti_io import PEAKS_FILE, UNCERTAINTY_DIR
 from runtime.options import RunOptions
 
 STUDY_FOLDER = "tractseg_output"
@@ -62,10 +62,13 @@ def derivative_links(series: BidsDwi, subject_dir: Path, output_dir: Path, optio
     folder = series.output_dir(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     made = []
-    for path in sorted(subject_dir.glob("*_segmentations/*.nii.gz")):
+    folders = (options.save.tract_dir, "endings_segmentations", UNCERTAINTY_DIR)
+    for path in sorted(p for f in folders for p in (subject_dir / f).glob("*.nii.gz")):
         region = path.name[: -len(".nii.gz")]
         if path.parent.name == "endings_segmentations":
             name = ending_name(series.name, region)
+        elif path.parent.name == UNCERTAINTY_DIR:
+            name = uncertainty_name(series.name, region)
         else:
             name = (probseg_name if options.save.probabilities else mask_name)(series.name, region)
         made += link(path, folder, name, mask_sidecar(series, bids_dir, region, options))

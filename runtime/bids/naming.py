@@ -45,6 +45,7 @@ TRACK = "tractseg"  # BEP046's tracking method: upstream TractSeg's own tracker 
 DERIVATIVE_KINDS = {  # what dataset_description.json lists, by kind
     "mask": "bundle masks (*_space-orig_label-<bundle>_mask.nii.gz)",
     "probseg": "bundle probabilities (*_space-orig_label-<bundle>_probseg.nii.gz)",
+    "uncertainty": "bundle uncertainty maps, --uncertainty (*_space-orig_label-<bundle>_desc-uncertainty_probseg.nii.gz)",
     "endings": "bundle beginnings and endings (*_space-orig_label-<bundle>_desc-beginnings|endings_mask.nii.gz)",
     "peaks": "fibre peaks, BEP016 (*_space-orig_model-csd_param-peaks_dwimap.nii.gz)",
     "tractogram": "tractograms, BEP046 (*_space-orig_tract-<tract>[_hemi-L|R]_track-tractseg_tractogram.trx)",
@@ -102,6 +103,12 @@ def mask_name(source: str, bundle: str) -> str:
 def probseg_name(source: str, bundle: str) -> str:
     """A tract probability map: ``sub-01_space-orig_label-CSTleft_probseg.nii.gz``."""
     return derivative_name(source, "probseg", label=bids_label(bundle))
+
+
+def uncertainty_name(source: str, bundle: str) -> str:
+    """A tract's uncertainty map (``--uncertainty``: the std of the Monte Carlo dropout probabilities), a variant
+    of its probability map: ``sub-01_space-orig_label-CSTleft_desc-uncertainty_probseg.nii.gz``."""
+    return derivative_name(source, "probseg", label=bids_label(bundle), desc="uncertainty")
 
 
 def ending_name(source: str, region: str) -> str:

@@ -45,8 +45,13 @@ def dumps(document: dict[str, Any]) -> str:
 
 def mask_sidecar(series: BidsDwi, bids_dir: Path, region: str, options: RunOptions) -> dict[str, Any]:
     """A mask's or probability map's sidecar: where it came from and what it is."""
+    described = "TractSeg bundle segmentation (tractseg-aot)"
+    if options.inference.uncertainty is not None:
+        described = (f"TractSeg bundle uncertainty (tractseg-aot --uncertainty): the per-voxel standard deviation of "
+                     f"{options.inference.uncertainty.samples} Monte Carlo dropout probability maps, dropout masks "
+                     f"seeded with {options.inference.uncertainty.seed}")
     return {"Sources": [raw_uri(series.dwi, bids_dir)], "Bundle": region, "Model": options.model.name,
-            "Description": "TractSeg bundle segmentation (tractseg-aot)"}
+            "Description": described}
 
 
 def peaks_sidecar(series: BidsDwi, bids_dir: Path, engine: str, csd_type: str) -> dict[str, Any]:
