@@ -48,7 +48,7 @@ def test_manifest_schema_and_checksums(small_bundle):
     for package in ("jax", "jaxlib", "equinox", "jax2onnx", "onnx", "iree-base-compiler"):
         assert package in raw["versions"]
     assert {a.id for a in manifest.artifacts} == {"jax-export", "stablehlo", "iree-cpu-avx512", "iree-cpu",
-                                                 "savedmodel", "onnx"}
+                                                 "savedmodel", "onnx", "onnx-dropout"}
     listed = set()
     for artifact in manifest.artifacts:
         manifest.verify_files(artifact)

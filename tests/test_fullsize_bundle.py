@@ -55,6 +55,16 @@ def test_bundle_has_every_format_for_cpu_and_cuda(full_bundle):
         manifest.verify_files(artifact)
 
 
+def test_dropout_model_at_full_size_equals_the_live_model_with_drawn_masks(full_bundle):
+    """--uncertainty's dropout model at S=144: the export's drift with a mask of ones and two drawn masks (each
+    check batch) against the live model, within the gate, on every ONNX backend that ran it."""
+    manifest = load_manifest(full_bundle)
+    artifact = manifest.find("onnxruntime", "cpu", dropout=True)
+    assert artifact is not None and artifact.details["dropout"]["mask_shape"] == [4, 512, 9, 9]
+    assert artifact.drift and all(d["max_abs"] <= TOL for d in artifact.drift.values())
+    print(f"\n[dropout] S=144 drift: {({k: d['max_abs'] for k, d in artifact.drift.items()})}")
+
+
 def test_every_artifact_runs_without_jax_and_equals_live_model(full_bundle, tmp_path):
     batches = check_batches(4, 144, seed=7)
     np.savez(tmp_path / "inputs.npz", *batches)
