@@ -21,7 +21,7 @@ from export.onnx_model import ONNX_OPSET, save_onnx
 from export.verify import DriftError, drift_figures
 from runtime.models.manifest import DROPOUT_FUNCTION, MASK_NAME, Artifact
 from runtime.network.backends import is_installed, load_artifact
-from runtime.network.dropout import DROPOUT_P, dropout_masks
+from runtime.network.dropout import DROPOUT_P, check_masks as dropout_check_masks
 
 DROPOUT_ONNX_FILE = "model_dropout.onnx"
 DROPOUT_BACKENDS = ("onnxruntime", "openvino")
@@ -29,27 +29,40 @@ CHECK_SEED = 0  # the drawn masks of the check
 
 
 def check_masks(batch_size: int, slice_size: int) -> list[np.ndarray]:
-    """Ones, then two drawn masks."""
-    shape = bottleneck_shape(batch_size, slice_size)
-    rng = np.random.default_rng(CHECK_SEED)
-    return [np.ones(shape, dtype=np.float32), dropout_masks(rng, shape), dropout_masks(rng, shape)]
+    """Ones, then two drawn masks (runtime.weights checks its dropout model with the same)."""
+    return dropout_check_masks(bottleneck_shape(batch_size, slice_size), CHECK_SEED)
+
+
+def dropout_function(network: TractSeg) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """The exported dropout function, not jitted (see export.bundle.traced_function)."""
+    def tractseg_dropout(slices: jax.Array, mask: jax.Array) -> jax.Array:
+        return dropout_probabilities(network, slices, mask)
+
+    return tractseg_dropout
+
+
+def dropout_details(batch_size: int, slice_size: int) -> dict:
+    """The artifact's details beyond the opset and exporter: what it computes and its mask input."""
+    return {"function": DROPOUT_FUNCTION, "dropout": {"p": DROPOUT_P, "after": "pool_4", "mask_input": MASK_NAME,
+                                                      "mask_shape": list(bottleneck_shape(batch_size, slice_size))}}
+
+
+def save_dropout_onnx(network: TractSeg, batch_size: int, slice_size: int, work: Path) -> list[str]:
+    """Trace the dropout model to ``work/model_dropout.onnx`` (python -m export.weight_free makes its weight-free
+    graph with this too)."""
+    spec = jax.ShapeDtypeStruct((batch_size, 9, slice_size, slice_size), jnp.float32)
+    mask_spec = jax.ShapeDtypeStruct(bottleneck_shape(batch_size, slice_size), jnp.float32)
+    return save_onnx(dropout_function(network), spec, work, DROPOUT_ONNX_FILE, ((MASK_NAME, mask_spec),))
 
 
 def dropout_artifact(network: TractSeg, batch_size: int, slice_size: int, work: Path, platforms: tuple[str, ...],
                      batches: list[np.ndarray], tolerance: float, log: Callable[[str], None] = print) -> Artifact:
     """Trace, save and verify the dropout model; DriftError over ``tolerance``."""
-    spec = jax.ShapeDtypeStruct((batch_size, 9, slice_size, slice_size), jnp.float32)
-    mask_spec = jax.ShapeDtypeStruct(bottleneck_shape(batch_size, slice_size), jnp.float32)
-
-    def tractseg_dropout(slices: jax.Array, mask: jax.Array) -> jax.Array:
-        return dropout_probabilities(network, slices, mask)
-
-    files = save_onnx(tractseg_dropout, spec, work, DROPOUT_ONNX_FILE, ((MASK_NAME, mask_spec),))
+    files = save_dropout_onnx(network, batch_size, slice_size, work)
     artifact = Artifact("onnx-dropout", "onnx", DROPOUT_ONNX_FILE, platforms, DROPOUT_BACKENDS, tuple(files),
-                        details={"opset": ONNX_OPSET, "exporter": "jax2onnx", "function": DROPOUT_FUNCTION,
-                                 "dropout": {"p": DROPOUT_P, "after": "pool_4", "mask_input": MASK_NAME,
-                                             "mask_shape": list(mask_spec.shape)}})
-    live = jax.jit(tractseg_dropout)
+                        details={"opset": ONNX_OPSET, "exporter": "jax2onnx",
+                                 **dropout_details(batch_size, slice_size)})
+    live = jax.jit(dropout_function(network))
     pairs = [(batch, mask) for batch in batches for mask in check_masks(batch_size, slice_size)]
     with jax.default_device(jax.devices("cpu")[0]):
         references = [np.asarray(live(batch, mask)) for batch, mask in pairs]

@@ -1,7 +1,7 @@
 """python -m runtime.weights (tractseg-aot-download): upstream's checkpoint to a verified ONNX bundle with the deploy
-install alone. Its ONNX is byte for byte what ``python -m export`` writes for the same weights; the checkpoint reader
-runs no code from the file; the whole command runs with jax, torch and export/ blocked, and tractseg-aot runs on
-the bundle it made.
+install alone. Its ONNX (and a tract_segmentation bundle's dropout model, model_dropout.onnx) is byte for byte what
+``python -m export`` writes for the same weights; the checkpoint reader runs no code from the file; the whole
+command runs with jax, torch and export/ blocked, and tractseg-aot runs on the bundle it made (--uncertainty too).
 
 Fast: S=16, batch 3 (weight-free graphs made for that geometry with python -m export.weight_free and cached like the
 test bundles). Full size: the shipped S=144 graph is what the exporter makes now (one export, ~15-25 s).
@@ -59,13 +59,14 @@ def torch_save(state: dict, path: Path, legacy: bool) -> Path:
 @pytest.fixture(scope="session")
 def small_graphs(request) -> Path:
     """Weight-free graphs at S=16, batch 3, from the exporter (python -m export.weight_free), cached by the
-    export sources."""
+    export sources: tract_segmentation's and its dropout model's."""
     key = hashlib.sha256()
     for path in EXPORT_INPUTS + sorted((REPO / "runtime" / "weights").glob("*.py")):
         key.update(path.read_bytes())
     out = bundle_cache(request.config) / f"weight-free-S{SMALL_SIZE}-B{SMALL_BATCH}-{key.hexdigest()[:12]}"
-    if not (out / f"{MODEL.name}.json").is_file():
-        done = subprocess.run([sys.executable, "-m", "export.weight_free", "--models", MODEL.name, "--seeds", "0",
+    if not (out / f"{graph_name(MODEL, dropout=True)}.json").is_file():
+        done = subprocess.run([sys.executable, "-m", "export.weight_free", "--models",
+                               f"{MODEL.name},{graph_name(MODEL, dropout=True)}", "--seeds", "0",
                                "--slice-size", str(SMALL_SIZE), "--batch-size", str(SMALL_BATCH), "--out", str(out)],
                               cwd=REPO, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -122,12 +123,42 @@ def test_onnx_is_byte_identical_to_the_jax_export(request, offline_bundle, check
     assert "numpy" in manifest.self_check.source and not {"jax", "torch"} & set(manifest.versions)
 
 
+def test_dropout_model_is_byte_identical_to_the_jax_export(request, offline_bundle, checkpoint):
+    """--uncertainty's model: the export's model_dropout.onnx, byte for byte, found as the export's is."""
+    exported = build_bundle(bundle_cache(request.config), weights=checkpoint, size=SMALL_SIZE,
+                            batch_size=SMALL_BATCH)
+    ours, theirs = ((bundle / "model_dropout.onnx").read_bytes() for bundle in (offline_bundle, exported))
+    assert len(ours) == len(theirs) and ours == theirs
+    manifest, reference = load_manifest(offline_bundle), load_manifest(exported)
+    assert manifest.files["model_dropout.onnx"] == reference.files["model_dropout.onnx"]
+    for bundle in (manifest, reference):
+        found = bundle.find("onnxruntime", "cpu", dropout=True)
+        assert found is not None and found.id == "onnx-dropout" and found.path == "model_dropout.onnx"
+        assert bundle.find("onnxruntime", "cpu").id == "onnx"
+    ours_artifact, theirs_artifact = manifest.artifact("onnx-dropout"), reference.artifact("onnx-dropout")
+    for key in ("function", "dropout", "opset", "exporter"):
+        assert ours_artifact.details[key] == theirs_artifact.details[key]
+    assert ours_artifact.details["dropout"]["mask_shape"] == [SMALL_BATCH, 512, SMALL_SIZE // 16, SMALL_SIZE // 16]
+    assert (ours_artifact.files, ours_artifact.platforms) == (("model_dropout.onnx",), ("cpu", "cuda"))
+    for backend, figures in ours_artifact.drift.items():  # ones and two drawn masks vs the float64 reference
+        assert 0 < figures["max_abs"] < 1e-5 and figures["slices"] == 2 * 3 * SMALL_BATCH, backend
+
+
 def test_tractseg_aot_runs_on_it_with_jax_and_torch_blocked(tmp_path, offline_bundle):
     peaks = save_peaks(tmp_path / "peaks.nii.gz", synthetic_peaks((12, 14, 11)))
     done = run_module("runtime.run", str(peaks), "-o", str(tmp_path / "out"), "--artifacts", str(offline_bundle),
                       "--backend", "onnxruntime", "--quiet", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list((tmp_path / "out" / "bundle_segmentations").glob("*.nii.gz"))) == 72
+
+
+def test_uncertainty_runs_on_it_with_jax_and_torch_blocked(tmp_path, offline_bundle):
+    peaks = save_peaks(tmp_path / "peaks.nii.gz", synthetic_peaks((12, 14, 11)))
+    done = run_module("runtime.run", str(peaks), "-o", str(tmp_path / "out"), "--artifacts", str(offline_bundle),
+                      "--backend", "onnxruntime", "--quiet", "--uncertainty", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    maps = sorted((tmp_path / "out" / "bundle_uncertainties").glob("*.nii.gz"))
+    assert len(maps) == 72 and not (tmp_path / "out" / "bundle_segmentations").exists()
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
@@ -200,20 +231,50 @@ def test_reference_network_equals_the_live_jax_model():
     assert ours.std() > 0.5 and np.abs(ours - theirs).max() < 5e-5  # raw outputs, |x| up to ~10
 
 
+def test_reference_dropout_equals_the_live_jax_dropout_model():
+    """pool_4 times the mask, as export/model.py's dropout_probabilities (bilinear, sigmoid: tract_segmentation)."""
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from export.model import bottleneck_shape, dropout_probabilities
+    from export.weights import model_from_state_dict
+    from runtime.network.dropout import check_masks
+    from runtime.weights.reference import Reference, check_batches
+
+    state = random_state(3)
+    live, batch = model_from_state_dict(state), check_batches(1, SMALL_SIZE)[1]
+    reference = Reference(state)
+    plain = reference(batch)
+    ones, *drawn = check_masks(bottleneck_shape(1, SMALL_SIZE))
+    np.testing.assert_array_equal(reference(batch, ones), plain)
+    for mask in drawn:
+        ours = reference(batch, mask)
+        theirs = np.asarray(eqx.filter_jit(dropout_probabilities)(live, jnp.asarray(batch), jnp.asarray(mask)))
+        assert np.abs(ours - plain).max() > 1e-3 and np.abs(ours - theirs).max() < 1e-5
+
+
 def test_shipped_graphs_load_and_match_their_descriptions():
-    shipped = {model.name for model in MODELS if not model.part}
+    graphs = [(model, dropout) for model in MODELS if not model.part
+              for dropout in ((False, True) if model.dropout else (False,))]
+    shipped = {graph_name(model, dropout) for model, dropout in graphs}
     assert {p.stem for p in GRAPHS_DIR.glob("*.onnx")} == {p.stem for p in GRAPHS_DIR.glob("*.json")} == shipped
-    for model in MODELS:
-        if not model.part:
-            graph = load_graph(model)  # size, sha256 and slots checked
-            assert graph.description["input"]["shape"] == [4, 9, 144, 144] and len(graph.slots) == 50
-            assert graph.path.stat().st_size < 60_000
+    assert sum(dropout for _, dropout in graphs) == 2  # tract_segmentation, TractQuerier+ and xtract
+    for model, dropout in graphs:
+        graph = load_graph(model, dropout=dropout)  # size, sha256, slots and function checked
+        assert graph.description["input"]["shape"] == [4, 9, 144, 144] and len(graph.slots) == 50
+        assert graph.path.stat().st_size < 60_000
+        assert ("dropout" in graph.description) == dropout
+        if dropout:
+            assert graph.description["dropout"]["mask_shape"] == [4, 512, 9, 9]
+            assert [s["key"] for s in graph.slots] == [s["key"] for s in load_graph(model).slots]
 
 
 @pytest.mark.fullsize
 def test_shipped_graphs_are_what_the_exporter_makes_now():
-    """One S=144 export (~15-25 s): the shipped tract_segmentation graph is the exporter's, byte for byte."""
-    done = subprocess.run([sys.executable, "-m", "export.weight_free", "--models", MODEL.name, "--seeds", "0",
+    """Two S=144 exports (~15-25 s each): the shipped tract_segmentation graph and its dropout model's are the
+    exporter's, byte for byte."""
+    done = subprocess.run([sys.executable, "-m", "export.weight_free", "--models",
+                           f"{MODEL.name},{graph_name(MODEL, dropout=True)}", "--seeds", "0",
                            "--check"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 

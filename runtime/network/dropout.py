@@ -34,6 +34,13 @@ def dropout_masks(rng: np.random.Generator, shape: tuple[int, ...], p: float = D
     return keep.astype(np.float32) * (np.float32(1) / np.float32(1 - p))
 
 
+def check_masks(shape: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
+    """The masks a dropout model is verified with (the export's and runtime.weights' checks): ones (dropout off:
+    the plain network), then two drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [np.ones(shape, dtype=np.float32), dropout_masks(rng, shape), dropout_masks(rng, shape)]
+
+
 class DropoutSampler:
     """A backend-shaped callable: ``sampler(batch)`` is the per-pixel standard deviation over ``samples`` runs of
     the dropout model, each with a fresh mask. ``record``: a list that receives every mask in the order used."""

@@ -5,9 +5,10 @@ self-check. Where there is no JAX (a deploy install filling a shipped graph with
 live model: upstream's UNet_Pytorch_DeepSup (n_filt 64) written out once more, independently of the graph, in numpy
 float64 from the state_dict itself (convolutions as nine shifted matrix products, the k2/s2 transposed
 convolution as one contraction, max-pool, LeakyReLU 0.01, x2 bilinear (align_corners=False) or nearest
-upsampling, the per-slice normalisation and the sigmoid), so a graph that computes something else, or a weight in
-the wrong slot, shows as drift. float64 makes it the more exact of the two: the drift it records is the ONNX
-backend's own float32 error (tests/test_weights_offline.py checks it against the live JAX model too).
+upsampling, the per-slice normalisation and the sigmoid; for the dropout model, pool_4 multiplied by the mask),
+so a graph that computes something else, or a weight in the wrong slot, shows as drift. float64 makes it the more
+exact of the two: the drift it records is the ONNX backend's own float32 error (tests/test_weights_offline.py
+checks it against the live JAX model too).
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ class Reference:
         y = y.transpose(0, 3, 1, 4, 2, 5).reshape(batch, w.shape[1], 2 * height, 2 * width)
         return leaky_relu(y + b[None, :, None, None])
 
-    def network(self, x: np.ndarray) -> np.ndarray:
+    def network(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """``mask``: the dropout model's, multiplying pool_4 (export/model.py's ``bottleneck_mask``)."""
         skips = []
         h = x
         for index, name in enumerate(ENCODER):
@@ -67,6 +69,8 @@ class Reference:
             if index % 2 and index < len(ENCODER) - 2:
                 skips.append(h)
                 h = max_pool_2x2(h)
+                if mask is not None and len(skips) == 4:  # h is pool_4
+                    h = h * np.asarray(mask, dtype=np.float32).astype(np.float64)
         c12, c22, c32, c42 = skips
         up = upsample_bilinear_x2 if self.upsample == "bilinear" else upsample_nearest_x2
         concat1 = np.concatenate([self.deconv("deconv_1", h), c42], axis=1)
@@ -81,12 +85,13 @@ class Reference:
         e42 = self.conv("expand_4_2", self.conv("expand_4_1", concat4))
         return out3_up + self.conv("conv_5", e42, relu=False)
 
-    def __call__(self, raw_slices: np.ndarray) -> np.ndarray:
-        """Raw slices (B, 9, S, S) -> normalise -> network -> sigmoid (none when linear), float64."""
+    def __call__(self, raw_slices: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Raw slices (B, 9, S, S) -> normalise -> network (pool_4 times ``mask`` when given: the dropout model)
+        -> sigmoid (none when linear), float64."""
         x = np.asarray(raw_slices, dtype=np.float64)
         mean = x.mean(axis=(1, 2, 3), keepdims=True)
         std = np.sqrt(np.square(x - mean).mean(axis=(1, 2, 3), keepdims=True))
-        out = self.network((x - mean) / (std + NORM_EPS))
+        out = self.network((x - mean) / (std + NORM_EPS), mask)
         return out if self.linear else 1.0 / (1.0 + np.exp(-out))
 
 

@@ -4,7 +4,9 @@
 ``<name>.json`` says which upstream state_dict key fills which slot of the graph (the key's shape upstream and the
 slot's dims: the same float32 values, in the same order; a bias of shape (C,) fills a (1, C, 1, 1) initializer),
 the graph's geometry and what it computes (the manifest's ``function``), the exporter's versions and the graph
-file's size and sha256, checked before the graph is used.
+file's size and sha256, checked before the graph is used. A tract_segmentation model has a second graph,
+``<name>_dropout``: the dropout model of ``--uncertainty`` (export/dropout.py), whose ``.json`` also describes
+its mask input (``function`` and ``dropout``, the manifest's details of that artifact).
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import ArtifactError, TractSegError
+from runtime.io.atomic import atomic_target
 from runtime.models.bundles import Model
+from runtime.models.manifest import DROPOUT_FUNCTION
 from runtime.weights import onnx_graph
 
 GRAPHS_DIR = Path(__file__).resolve().parent / "graphs"
@@ -28,9 +32,10 @@ class WeightsError(TractSegError):
     """Weights that do not fit the model (keys, shapes); one line naming the file."""
 
 
-def graph_name(model: Model) -> str:
-    """The graph of a model: its name (TOM's four parts share one graph, ``TOM_part``)."""
-    return "TOM_part" if model.part else model.name
+def graph_name(model: Model, dropout: bool = False) -> str:
+    """The graph of a model: its name (TOM's four parts share one graph, ``TOM_part``); ``dropout``: its dropout
+    model's, ``<name>_dropout``."""
+    return ("TOM_part" if model.part else model.name) + ("_dropout" if dropout else "")
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,10 @@ class Graph:
         return self.description["slots"]
 
 
-def load_graph(model: Model, directory: Path | None = None) -> Graph:
-    """The weight-free graph of ``model`` from ``directory`` (default: the package's), its size, sha256 and slots
-    checked against its description; ArtifactError (one line) otherwise."""
-    name = graph_name(model)
+def load_graph(model: Model, directory: Path | None = None, dropout: bool = False) -> Graph:
+    """The weight-free graph of ``model`` (``dropout``: of its dropout model) from ``directory`` (default: the
+    package's), its size, sha256 and slots checked against its description; ArtifactError (one line) otherwise."""
+    name = graph_name(model, dropout)
     folder = GRAPHS_DIR if directory is None else Path(directory)
     described = folder / f"{name}.json"
     if not described.is_file():
@@ -76,6 +81,8 @@ def load_graph(model: Model, directory: Path | None = None) -> Graph:
                 description["upsample"] != model.upsample:
             raise ArtifactError(f"{described}: graph for {description['n_classes']} classes (linear "
                                 f"{description['linear']}, upsample {description['upsample']}), not {name}'s")
+        if (description.get("function") == DROPOUT_FUNCTION) != dropout:
+            raise ArtifactError(f"{described}: function {description.get('function', 'plain')!r}, not {name}'s")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ArtifactError(f"{described}: unreadable weight-free graph ({error})") from None
     return Graph(name, path, graph, description)
@@ -107,6 +114,17 @@ def slot_data(graph: Graph, state: dict[str, np.ndarray], source: str) -> dict[s
 def fill(graph: Graph, state: dict[str, np.ndarray], source: str) -> onnx_graph.Chunks:
     """The exported ONNX for these weights: the graph with every slot filled."""
     return onnx_graph.fill(graph.onnx, slot_data(graph, state, source))
+
+
+def write_filled(graph: Graph, data: dict[str, memoryview], path: Path) -> int:
+    """Write the graph with every slot filled to ``path`` (atomically), then check the file: see
+    :func:`check_filled`. Returns its size."""
+    chunks = onnx_graph.fill(graph.onnx, data)
+    with atomic_target(path) as target, open(target, "wb") as stream:
+        for piece in chunks.parts:
+            stream.write(piece)
+    check_filled(graph, path.read_bytes(), data)
+    return chunks.size
 
 
 def check_filled(graph: Graph, written: bytes, data: dict[str, memoryview]) -> None:

@@ -127,8 +127,9 @@ def open_backend(name: str, device: str, manifest: Manifest, nr_cpus: int | None
                       for b in a.backends})
         raise ArtifactError(f"{manifest.root}: --uncertainty needs the bundle's dropout model, " + (
             f"which runs on {' or '.join(has)}, not {name}: pass --backend {has[0]}" if has else
-            "which this bundle lacks (tract_segmentation bundles exported with the onnx format have one: "
-            "python -m export --task tract_segmentation ... --formats onnx)"))
+            "which this bundle lacks (a tract_segmentation bundle built now has one: rebuild it with "
+            "tractseg-aot-download --task tract_segmentation --force, or python -m export --task "
+            "tract_segmentation ... --formats onnx)"))
     if artifact is None:
         raise ArtifactError(f"{manifest.root}: no {precision} artifact for backend {name!r} on {device}")
     return load_artifact(name, manifest.verified_path(artifact), artifact, device, nr_cpus)
