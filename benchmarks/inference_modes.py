@@ -1,5 +1,5 @@
-"""python -m benchmarks.inference_modes: what ``--single_orientation`` and ``--uncertainty`` cost beside the default
-run, side by side in one run on one machine.
+"""python -m benchmarks.inference_modes: what ``--single_orientation``, ``--uncertainty`` and ``--super_resolution``
+cost beside the default run, side by side in one run on one machine.
 
 Each mode is ``python -m runtime.run PEAKS --artifacts BUNDLE --backend B --report R --quiet`` as a user runs it
 (the same input, bundle and backend), one after the other, ``--repeats`` times, alternating modes. Reported per
@@ -7,7 +7,8 @@ mode: wall time of the command, the network's and the whole run's time from the 
 report's ``ru_maxrss``: this parent process stays small, so what the child inherits across fork + exec is
 negligible), slices and network calls. ``--uncertainty`` runs the network 30 times per slice batch; at S=144 a
 full 3-orientation uncertainty run takes ~30x the default's network time, so ``--modes`` picks what to time
-(default: default, single_orientation, uncertainty+single_orientation; add ``uncertainty`` for the full one).
+(default: default, single_orientation, uncertainty+single_orientation, super_resolution; add ``uncertainty`` for
+the full one). ``--super_resolution`` on the 2.5 mm example makes an HCP-size input (146 x 174 x 146).
 
 Prints a table and writes benchmarks/results/inference-modes-<machine>.json (``--out``).
 """
@@ -32,6 +33,7 @@ MODES = {
     "single_orientation": ["--single_orientation"],
     "uncertainty+single_orientation": ["--uncertainty", "--single_orientation"],
     "uncertainty": ["--uncertainty"],
+    "super_resolution": ["--super_resolution"],
 }
 
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slice-size", type=int, default=144)
     p.add_argument("--peaks", type=Path, default=EXAMPLE, help="the input (default: the shared example peaks)")
     p.add_argument("--backend", default="onnxruntime")
-    p.add_argument("--modes", default="default,single_orientation,uncertainty+single_orientation",
+    p.add_argument("--modes", default="default,single_orientation,uncertainty+single_orientation,super_resolution",
                    help=f"comma list of {', '.join(MODES)}")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", type=Path)
