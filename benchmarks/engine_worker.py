@@ -16,6 +16,7 @@ import resource
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -108,7 +109,7 @@ def load(engine: str, args: dict):
 def peak_rss_mib() -> float:
     """This process's peak RSS: VmHWM (reset at exec; ru_maxrss keeps the parent's peak from before the fork)."""
     try:
-        for line in open("/proc/self/status"):
+        for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:

@@ -13,8 +13,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks.bundle import REPO
 
@@ -77,7 +78,7 @@ def _ncnn(pnnx: Path, folder: Path, args: argparse.Namespace, n_classes: int) ->
         traced = torch.jit.trace(Probabilities(net).eval(), torch.zeros(1, 9, args.slice_size, args.slice_size))
     traced.save(str(folder / "upstream.pt"))
     command = [str(pnnx), "upstream.pt", f"inputshape=[1,9,{args.slice_size},{args.slice_size}]", "fp16=0"]
-    done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not (folder / "upstream.ncnn.bin").is_file():
         raise RuntimeError(f"pnnx failed ({done.returncode}): {done.stdout[-300:]} {done.stderr[-300:]}")
     return {"command": ["torch.jit.trace(upstream UNet_Pytorch_DeepSup + sigmoid, (1, 9, S, S))",
@@ -93,7 +94,7 @@ def _tvm(python: str, onnx_path: Path, folder: Path) -> dict[str, Any]:
     ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     done = subprocess.run([python, "-m", "benchmarks.engine_worker", "build-tvm", "folded.onnx", "model.so"],
                           cwd=folder, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
-                          text=True)
+                          text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"TVM build ({python}): {done.stdout[-300:]} {done.stderr[-300:]}")
     return {"command": ["onnxruntime ORT_ENABLE_BASIC -> folded.onnx",
