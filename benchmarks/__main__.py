@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="latency and drift of every artifact "
                                 "(quick, full); the cost of a study (cohort-throughput, cohort-scale)")
     modes = ("quick,full,cohort-throughput,cohort-scale,cohort-rerun,precision,tracking,diffusion,diffusion-dice,"
-             "winograd")
+             "winograd,winograd-engines")
     sub = p.add_subparsers(dest="mode", required=True, metavar="{" + modes + "}")
     for mode, text in (("quick", "CI: a few batches per backend, drift gate"),
                        ("full", "+ repeats, full-subject runs, Dice")):
@@ -106,6 +106,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     winograd_options(sub.add_parser("winograd", help="direct vs Winograd 3x3 convolutions, network and per layer",
                                     description="direct vs winograd2 vs winograd4 (--conv-algorithm) on ONNX Runtime "
                                                 "and OpenVINO: ms/slice, effective GFLOP/s, per layer and network"))
+    from benchmarks.winograd_engines import add_options as engines_options
+
+    engines_options(sub.add_parser("winograd-engines", help="engines with fused Winograd (IREE, ncnn, TVM) vs ONNX "
+                                   "Runtime direct on the network", description="IREE (host, +Winograd pass), ncnn "
+                                   "(Winograd on/off) and TVM vs ONNX Runtime's direct convolution, round-robin in "
+                                   "one run: ms/slice, drift vs live JAX, peak RSS, build time (issue 31)"))
     return p.parse_args(argv)
 
 
@@ -139,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.winograd import main as winograd
 
         return winograd(args)
+    if args.mode == "winograd-engines":
+        from benchmarks.winograd_engines import main as winograd_engines
+
+        return winograd_engines(args)
     if args.mode == "cohort-scale":
         from benchmarks.cohort_scale import main as scale
 
