@@ -35,7 +35,7 @@ def runnable(manifest, device: str, only: set[str] | None = None) -> list[tuple[
     from runtime.network.precision import check_host
 
     rows = []
-    for artifact in manifest.artifacts:
+    for artifact in manifest.plain_artifacts:  # not the dropout model: another signature
         for backend in artifact.backends:
             on = "cuda" if artifact.precision == "fp16" else device
             if backend not in (only or {"onnxruntime", "openvino"}) or not is_installed(backend):

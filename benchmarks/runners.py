@@ -52,7 +52,7 @@ def artifact_runners(manifest: Manifest, backends: list[str] | None = None) -> l
     """One runner per (artifact, backend, device) that this machine can run; the others with `skipped`."""
     flags = host_cpu_flags()
     runners = []
-    for artifact in manifest.artifacts:
+    for artifact in manifest.plain_artifacts:  # not the dropout model: another signature
         for backend in artifact.backends:
             if backends and backend not in backends:
                 continue

@@ -192,6 +192,11 @@ class Manifest:
         return None
 
     @property
+    def plain_artifacts(self) -> tuple[Artifact, ...]:
+        """The plain model's artifacts (slices -> probabilities): all but ``--uncertainty``'s dropout model."""
+        return tuple(a for a in self.artifacts if a.details.get("function") != DROPOUT_FUNCTION)
+
+    @property
     def precisions(self) -> tuple[str, ...]:
         return tuple(p for p in PRECISIONS if any(a.precision == p for a in self.artifacts))
 
