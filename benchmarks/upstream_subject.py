@@ -18,6 +18,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from benchmarks.engine_worker import peak_rss_mib  # VmHWM: this process's own peak
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.upstream_subject")
@@ -85,21 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         nib.save(nib.Nifti1Image(seg[..., i].astype(np.uint8), image.affine), out / f"{name}.nii.gz")
     stage("write")
     report = {"checkpoint_setup_s": round(setup, 3), "stages_s": stages,
-              "network_s": round(network["s"], 3), "inference_batch_size": 1, "peak_rss_mb": vm_hwm_mb(),
+              "network_s": round(network["s"], 3), "inference_batch_size": 1, "peak_rss_mb": peak_rss_mib(),
               "how": "python_api.run_tractseg (postprocess=False) + runtime.remove_small_blobs, CLI flips"}
     args.report.write_text(json.dumps(report, indent=1))
     return 0
-
-
-def vm_hwm_mb() -> float | None:
-    """This process's own peak RSS (VmHWM, reset at exec; ru_maxrss would carry over the parent's)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 if __name__ == "__main__":
