@@ -16,12 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from export.model import TractSeg, bottleneck_shape, dropout_probabilities
+from export.model import TractSeg, dropout_probabilities
 from export.onnx_model import ONNX_OPSET, save_onnx
 from export.verify import DriftError, drift_figures
 from runtime.models.manifest import DROPOUT_FUNCTION, MASK_NAME, Artifact
 from runtime.network.backends import is_installed, load_artifact
-from runtime.network.dropout import DROPOUT_P, check_masks as dropout_check_masks
+from runtime.network.dropout import DROPOUT_P, bottleneck_shape, check_masks as dropout_check_masks
 
 DROPOUT_ONNX_FILE = "model_dropout.onnx"
 DROPOUT_BACKENDS = ("onnxruntime", "openvino")

@@ -201,10 +201,5 @@ def dropout_probabilities(model: TractSeg, raw_slices: jax.Array, bottleneck_mas
     return out if model.linear else jax.nn.sigmoid(out)
 
 
-def bottleneck_shape(batch_size: int, slice_size: int, n_filt: int = N_FILT) -> tuple[int, int, int, int]:
-    """pool_4's shape, the dropout mask's: (B, 8 n_filt, S/16, S/16)."""
-    return (batch_size, 8 * n_filt, slice_size // 16, slice_size // 16)
-
-
 def parameter_count(model: TractSeg) -> int:
     return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array)))

@@ -68,6 +68,11 @@ class SaveOptions(_Replace):
             if not name or name in (".", "..") or "/" in name or "\\" in name:
                 raise ValueError(f"{flag} {name!r}: a folder name inside the output folder, without '/'")
 
+    def written_for(self, uncertainty: bool) -> SaveOptions:
+        """What is really written: ``--uncertainty`` writes float maps without post-processing (upstream's
+        ``output_float``, no ``postprocess``)."""
+        return self.replace(probabilities=True, postprocess=False) if uncertainty else self
+
     def folders(self) -> dict[str, str]:
         """The folder names as output_paths takes them."""
         return {"tract_segmentation_dir": self.tract_dir, "tom_dir": self.tom_dir}
@@ -216,8 +221,8 @@ class RunOptions(_Replace):
         found = []
         if self.inference.uncertainty is not None:
             if self.output_type != "tract_segmentation":
-                found.append(f"--uncertainty is for --output_type tract_segmentation, not {self.output_type} (upstream's "
-                             "other models have no dropout layer: their uncertainty maps would be all zero)")
+                found.append(f"--uncertainty is for --output_type tract_segmentation, not {self.output_type} "
+                             "(upstream's other models have no dropout layer: their uncertainty maps would be all zero)")
             if self.qc.statistics or self.qc.preview:
                 found.append("--statistics / --preview describe masks; --uncertainty writes uncertainty maps instead")
         if self.inference.super_resolution and self.preprocess is not None:
@@ -231,9 +236,8 @@ class RunOptions(_Replace):
 
     @property
     def written(self) -> SaveOptions:
-        """The save options in effect: ``--uncertainty`` writes float maps without post-processing (upstream's
-        ``output_float``, no ``postprocess``)."""
-        return self.save.replace(probabilities=True, postprocess=False) if self.uncertainty else self.save
+        """The save options in effect (:meth:`SaveOptions.written_for`)."""
+        return self.save.written_for(self.uncertainty)
 
     @property
     def model(self) -> Model:

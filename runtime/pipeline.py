@@ -117,23 +117,16 @@ class TractSegPipeline:
         """The dropout model (opened and self-checked with dropout off the first time) drawing fresh masks from
         ``uncertainty.seed``: one sampler per subject, so each subject's masks are the same in any run."""
         name, device, precision, self_check = self._open_args
-        mask_shape = self.dropout_mask_shape
         if self.dropout is None:
             self.dropout = open_backend(name, device, self.manifest, self.threads, precision, dropout=True)
             self.dropout_artifact = self.manifest.find(name, device, precision=precision, dropout=True)
             assert self.dropout_artifact is not None  # open_backend found it
-            checked = run_self_check(OnesMask(self.dropout, mask_shape), self.manifest, self.dropout_artifact, name,
-                                     device) if self_check else {"skipped": "--no-self-check"}
+            ones = OnesMask(self.dropout, self.dropout_artifact.mask_shape)
+            checked = run_self_check(ones, self.manifest, self.dropout_artifact, name, device) if self_check else \
+                {"skipped": "--no-self-check"}
             self.self_check = {**self.self_check, "dropout_model": checked}
-        b = self.dropout
-        return DropoutSampler(b, mask_shape, uncertainty.samples, uncertainty.seed, b.name, b.device, b.version,
-                              b.detail)
-
-    @property
-    def dropout_mask_shape(self) -> tuple[int, ...]:
-        """pool_4's shape at the bundle's batch and slice size: (B, 512, S/16, S/16)."""
-        size = self.manifest.slice_size
-        return (self.manifest.batch_size, 512, size // 16, size // 16)
+        assert self.dropout_artifact is not None
+        return DropoutSampler(self.dropout, self.dropout_artifact.mask_shape, uncertainty.samples, uncertainty.seed)
 
     def part_outputs(self, cube: np.ndarray, part: int, progress: Callable[[int], None] | None = None,
                      source: str = "") -> tuple[np.ndarray, SliceStats]:
@@ -226,10 +219,10 @@ class TractSegPipeline:
                              masks=None if masks is None else Path(masks), timings=timings, model=self.model.name)
         t0 = time.perf_counter()
         # only the box that the way back reads, but every voxel of the bundles with a cube-space rule (CA, FX)
-        uncertain = inference.uncertainty is not None
+        uncertainty = inference.uncertainty
         whole = tuple(i for i, b in enumerate(self.model.bundles) if b in BUNDLE_SPECIFIC_RULES) \
-            if self.model.task == "tract_segmentation" and not uncertain else ()
-        network = self._dropout_sampler(inference.uncertainty) if inference.uncertainty is not None else None
+            if self.model.task == "tract_segmentation" and uncertainty is None else ()
+        network = self._dropout_sampler(uncertainty) if uncertainty is not None else None
         directions = (1,) if inference.single_orientation else self.model.directions  # upstream: SLICE_DIRECTION y
         fused, stats = self._network(cube, self.model.n_classes, directions, progress, source,
                                      cube_box_read_back(transform, self.manifest.slice_size), whole, network)
@@ -237,7 +230,7 @@ class TractSegPipeline:
         return Segmentation(bundles=self.model.bundles, output_type=self.model.task, source=source, fused=fused,
                             placement=placement, slices=stats, timings=timings, model=self.model.name,
                             threshold=self.model.threshold, single_orientation=inference.single_orientation,
-                            uncertainty=inference.uncertainty.record() if inference.uncertainty else None)
+                            uncertainty=uncertainty.record() if uncertainty is not None else None)
 
     def segment(self, peaks: PeaksInput, outdir: str | os.PathLike[str], options: RunOptions | None = None,
                 subject: str | None = None, report: str | os.PathLike[str] | None = None) -> RunReport:

@@ -236,7 +236,8 @@ def test_reference_dropout_equals_the_live_jax_dropout_model():
     import equinox as eqx
     import jax.numpy as jnp
 
-    from export.model import bottleneck_shape, dropout_probabilities
+    from export.model import dropout_probabilities
+    from runtime.network.dropout import bottleneck_shape
     from export.weights import model_from_state_dict
     from runtime.network.dropout import check_masks
     from runtime.weights.reference import Reference, check_batches

@@ -95,6 +95,16 @@ class Artifact:
     # empty: every layer direct (also what bundles exported before the field existed mean)
     conv_algorithms: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def is_dropout(self) -> bool:
+        """The dropout model of ``--uncertainty`` (``details.function``), not the plain one."""
+        return self.details.get("function") == DROPOUT_FUNCTION
+
+    @property
+    def mask_shape(self) -> tuple[int, ...]:
+        """The dropout model's mask input shape, pool_4's (B, 512, S/16, S/16), as its details record it."""
+        return tuple(self.details["dropout"]["mask_shape"])
+
     def conv_algorithm(self, layer: str) -> str:
         return self.conv_algorithms.get(layer, "direct")
 
@@ -187,14 +197,14 @@ class Manifest:
         for a in self.artifacts:
             needs = set(a.details.get("requires_cpu_flags", ())) if platform == "cpu" else set()
             if (backend in a.backends and platform in a.platforms and a.precision == precision and needs <= flags
-                    and (a.details.get("function") == DROPOUT_FUNCTION) == dropout):
+                    and a.is_dropout == dropout):
                 return a
         return None
 
     @property
     def plain_artifacts(self) -> tuple[Artifact, ...]:
         """The plain model's artifacts (slices -> probabilities): all but ``--uncertainty``'s dropout model."""
-        return tuple(a for a in self.artifacts if a.details.get("function") != DROPOUT_FUNCTION)
+        return tuple(a for a in self.artifacts if not a.is_dropout)
 
     @property
     def precisions(self) -> tuple[str, ...]:

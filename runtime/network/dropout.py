@@ -28,6 +28,11 @@ SAMPLES = 30  # trainer.predict_img: NR_SAMPLING = 30
 MaskedRun = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (slices, mask) -> probabilities
 
 
+def bottleneck_shape(batch_size: int, slice_size: int) -> tuple[int, int, int, int]:
+    """pool_4's shape, the dropout mask's: (B, 512, S/16, S/16) (n_filt 64: 8 x 64 channels after four poolings)."""
+    return (batch_size, 512, slice_size // 16, slice_size // 16)
+
+
 def dropout_masks(rng: np.random.Generator, shape: tuple[int, ...], p: float = DROPOUT_P) -> np.ndarray:
     """One train-mode dropout mask, float32: 0 with probability ``p``, else 1 / (1 - p)."""
     keep = rng.random(shape, dtype=np.float32) >= np.float32(p)
@@ -43,14 +48,15 @@ def check_masks(shape: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
 
 class DropoutSampler:
     """A backend-shaped callable: ``sampler(batch)`` is the per-pixel standard deviation over ``samples`` runs of
-    the dropout model, each with a fresh mask. ``record``: a list that receives every mask in the order used."""
+    the dropout model ``run`` (an opened backend: its name, device, version and detail are the sampler's), each
+    with a fresh mask. ``record``: a list that receives every mask in the order used."""
 
     def __init__(self, run: MaskedRun, mask_shape: tuple[int, ...], samples: int = SAMPLES, seed: int = 0,
-                 name: str = "", device: str = "cpu", version: str = "", detail: str = "",
                  record: list[np.ndarray] | None = None):
         self.run, self.mask_shape, self.samples = run, tuple(mask_shape), samples
         self.rng = np.random.default_rng(seed)
-        self.name, self.device, self.version, self.detail = name, device, version, detail
+        self.name, self.device = getattr(run, "name", ""), getattr(run, "device", "cpu")
+        self.version, self.detail = getattr(run, "version", ""), getattr(run, "detail", "")
         self.record = record
         self.calls = 0  # network runs made (samples x batches)
 

@@ -66,8 +66,8 @@ class Segmentation:
         return self.placement.shape
 
     def written(self, options: SaveOptions) -> SaveOptions:
-        """The save options in effect: uncertainty maps are floats without post-processing."""
-        return options.replace(probabilities=True, postprocess=False) if self.uncertainty else options
+        """The save options in effect (:meth:`SaveOptions.written_for`)."""
+        return options.written_for(self.uncertainty is not None)
 
     def _spec(self, options: SaveOptions, paths: tuple[Path, ...] = ()) -> OutputSpec:
         options = self.written(options)

@@ -37,7 +37,7 @@ from runtime.models.bundles import Model
 from runtime.models.manifest import (DROPOUT_FUNCTION, Artifact, FileEntry, Manifest, SelfCheck, WeightsInfo,
                                      load_manifest, network_signature)
 from runtime.network.backends import is_installed, load_artifact, open_backend
-from runtime.network.dropout import OnesMask, check_masks
+from runtime.network.dropout import OnesMask, bottleneck_shape, check_masks
 from runtime.network.precision import self_check
 from runtime.weights.checkpoint import read_upstream_state_dict
 from runtime.weights.reference import Reference, check_batches
@@ -170,7 +170,7 @@ def _dropout_artifact(graph: Graph, data: dict, reference: Reference, batches: l
     described = graph.description
     batch_size, _, size, _ = described["input"]["shape"]
     shape = tuple(described["dropout"]["mask_shape"])
-    if described["function"] != DROPOUT_FUNCTION or shape != (batch_size, 512, size // 16, size // 16):
+    if described["function"] != DROPOUT_FUNCTION or shape != bottleneck_shape(batch_size, size):
         raise ArtifactError(f"{graph.path.name}: not a dropout model of pool_4 ({described['function']!r}, mask "
                             f"{shape}) for slices {described['input']['shape']}")
     masks = check_masks(shape)
@@ -198,7 +198,7 @@ def _open_as_a_run_does(bundle: Path, model: Model, log: Callable[[str], None]) 
         for backend in artifact.backends:
             run = open_backend(backend, "cpu", manifest, dropout=dropout)
             if dropout:
-                run = OnesMask(run, tuple(artifact.details["dropout"]["mask_shape"]))
+                run = OnesMask(run, artifact.mask_shape)
             figures = self_check(run, manifest, artifact, backend, "cpu")
             log(f"self-check on {backend}{' (dropout model, mask of ones)' if dropout else ''}: max abs "
                 f"{figures['max_abs']:.2e} (limit {figures['limit']:.2e})")

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from runtime.errors import ArtifactError, BackendError, one_line
-from runtime.models.manifest import DROPOUT_FUNCTION, Artifact, Manifest
+from runtime.models.manifest import Artifact, Manifest
 
 # name -> (module with the backend, python package that must be installed, pip extra)
 BACKENDS: dict[str, tuple[str, str, str]] = {
@@ -123,8 +123,7 @@ def open_backend(name: str, device: str, manifest: Manifest, nr_cpus: int | None
         raise BackendError(f"backend {name!r} is not installed: pip install 'tractseg-aot[{BACKENDS[name][2]}]'")
     artifact = manifest.find(name, device, precision=precision, dropout=dropout)
     if artifact is None and dropout:
-        has = sorted({b for a in manifest.artifacts if a.details.get("function") == DROPOUT_FUNCTION
-                      for b in a.backends})
+        has = sorted({b for a in manifest.artifacts if a.is_dropout for b in a.backends})
         raise ArtifactError(f"{manifest.root}: --uncertainty needs the bundle's dropout model, " + (
             f"which runs on {' or '.join(has)}, not {name}: pass --backend {has[0]}" if has else
             "which this bundle lacks (a tract_segmentation bundle built now has one: rebuild it with "
